@@ -1,0 +1,45 @@
+# Two set-up commands: `make run` and `make test`. Everything else installs itself on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)
+
+# setup.cfg is the one list of dependencies; pip cannot install a setup.cfg-only tree, so read it here.
+define REQUIREMENTS
+import configparser
+cfg = configparser.ConfigParser()
+cfg.read("setup.cfg")
+groups = [cfg["options"]["install_requires"]] + [cfg["options.extras_require"][k] for k in ("test", "lint")]
+print("\n".join(line.strip() for group in groups for line in group.splitlines() if line.strip()))
+endef
+export REQUIREMENTS
+
+.PHONY: install run migrate test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -c "$$REQUIREMENTS" > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements.txt
+	touch $@
+
+run: $(STAMP)
+	$(PY) -m service serve
+
+migrate: $(STAMP)
+	$(PY) -m service migrate
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m tests.bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check --line-length 110 --target-version py311 --select E,F,W,I,B,UP,ASYNC service outbox tests
+	$(PY) -m ruff format --check --line-length 110 service outbox tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

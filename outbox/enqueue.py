@@ -1,0 +1,175 @@
+"""Enqueue with group commit: concurrent callers share one multi-row INSERT, each answered after its COMMIT.
+
+One INSERT per request caps intake at the database's commit rate; gathering the requests that arrive while a
+commit is in flight into the next statement lifts it to what one process can parse and answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiopg
+import psycopg2
+from loguru import logger
+
+from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable
+from outbox.events import EnqueueResult, Kind, OutboxEvent
+from outbox.tables import CHANNEL
+
+# Arrays in, one statement, one round trip; the NOTIFY rides in the same implicit transaction, so the relay
+# is woken only once the rows are visible. ON CONFLICT makes a repeated key (a client retrying a signal_id,
+# or a second ask with the same client_message_id) a no-op that the caller sees as `inserted=False`.
+INSERT_EVENTS_SQL = f"""
+WITH inserted AS (
+    INSERT INTO eco_outbox.events (kind, key, interaction_id, payload, dedupe_key)
+    SELECT * FROM unnest(%(kinds)s::text[], %(keys)s::uuid[], %(interaction_ids)s::uuid[],
+                         %(payloads)s::jsonb[], %(dedupe_keys)s::text[])
+    ON CONFLICT DO NOTHING
+    RETURNING kind, key
+), wake AS (
+    SELECT pg_notify('{CHANNEL}', '') FROM (SELECT 1 FROM inserted LIMIT 1) AS any_row
+)
+SELECT kind, key::text FROM inserted LEFT JOIN wake ON true
+"""
+
+
+def encode_payload(payload: dict[str, object]) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass
+class _Request:
+    events: Sequence[OutboxEvent]
+    future: asyncio.Future[list[EnqueueResult]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class OutboxWriter:
+    """Gathers concurrent enqueue calls into batches of at most `max_rows` rows.
+
+    A batch is sent as soon as the previous one has committed (natural batching: no added latency when the
+    service is idle); `wait_ms` may add a short wait to gather more rows under load. `flushers` batches may
+    be in flight at once.
+    """
+
+    def __init__(
+        self,
+        pool: aiopg.Pool,
+        *,
+        max_rows: int = 500,
+        wait_ms: float = 0.0,
+        flushers: int = 2,
+    ) -> None:
+        self._pool = pool
+        self._max_rows = max_rows
+        self._wait_s = wait_ms / 1000
+        self._flushers = flushers
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name=f"outbox-writer-{i}") for i in range(self._flushers)
+        ]
+
+    async def close(self) -> None:
+        """Finish what is queued, then stop: a request already waiting gets its answer."""
+        await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def enqueue(self, events: Sequence[OutboxEvent]) -> list[EnqueueResult]:
+        """Commit `events` to the outbox; returns once they are durable, in the order given."""
+        if not self._tasks:
+            raise RuntimeError("OutboxWriter.start() was not called")
+        request = _Request(events)
+        self._queue.put_nowait(request)
+        return await request.future
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            rows = len(batch[0].events)
+            deadline = loop.time() + self._wait_s
+            while rows < self._max_rows:
+                try:
+                    request = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(remaining):
+                            request = await self._queue.get()
+                    except TimeoutError:
+                        break
+                batch.append(request)
+                rows += len(request.events)
+            try:
+                await self._flush(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _flush(self, batch: list[_Request]) -> None:
+        live = [request for request in batch if not request.future.done()]
+        if not live:
+            return
+        try:
+            inserted = await self._insert([event for request in live for event in request.events])
+        except CONNECTION_ERRORS as exc:
+            logger.bind(code="db_unavailable").warning("outbox insert failed: {}", exc)
+            for request in live:
+                _settle(request, exception=DatabaseUnavailable(str(exc)))
+            return
+        except Exception as exc:
+            if len(live) == 1:
+                code = exc.pgcode if isinstance(exc, psycopg2.Error) and exc.pgcode else "db_error"
+                logger.bind(code=code).error("outbox insert rejected: {}", exc)
+                _settle(live[0], exception=exc)
+                return
+            # One bad row must not fail its neighbours: retry each request on its own.
+            for request in live:
+                await self._flush([request])
+            return
+        for request in live:
+            _settle(
+                request,
+                result=[
+                    EnqueueResult(event, (event.kind, str(event.key)) in inserted) for event in request.events
+                ],
+            )
+
+    async def _insert(self, events: list[OutboxEvent]) -> set[tuple[str, str]]:
+        params = {
+            "kinds": [str(event.kind) for event in events],
+            "keys": [str(event.key) for event in events],
+            "interaction_ids": [str(event.interaction_id) for event in events],
+            "payloads": [encode_payload(event.payload) for event in events],
+            "dedupe_keys": [event.dedupe_key for event in events],
+        }
+        async with self._pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(INSERT_EVENTS_SQL, params)
+            rows = await cur.fetchall()
+        return {(Kind(kind), key) for kind, key in rows}
+
+
+def _settle(
+    request: _Request,
+    *,
+    result: list[EnqueueResult] | None = None,
+    exception: BaseException | None = None,
+) -> None:
+    if request.future.done():
+        return
+    if exception is not None:
+        request.future.set_exception(exception)
+    else:
+        request.future.set_result(result or [])

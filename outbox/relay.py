@@ -1,0 +1,305 @@
+"""The relay: claims due outbox rows, writes them to the target, marks them delivered, retried or dead.
+
+Claims hold row locks (FOR UPDATE SKIP LOCKED) in an outbox transaction that stays open while the target is
+written, so relays in any number of processes never work on the same row at once; a relay that dies mid-batch
+drops its locks and another delivers the rows again, idempotently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiopg
+from aiopg import Cursor
+from loguru import logger
+from sqlalchemy import Float, Text, bindparam, cast, func, select
+
+from outbox import delivery, metrics
+from outbox.backoff import Backoff
+from outbox.errors import CONNECTION_ERRORS
+from outbox.events import DELIVERY_ORDER, Kind
+from outbox.sqlutil import compile_statement
+from outbox.tables import DEAD, DELIVERED, PENDING, events
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    batch_size: int = 500
+    poll_s: float = 1.0
+    max_attempts: int = 20
+    max_age_s: float = 3600.0
+    workers: int = 1
+    retention_s: float = 7 * 24 * 3600.0
+    purge_batch: int = 1000
+    backoff: Backoff = field(default_factory=Backoff)
+    # Pause after the outbox or the target failed, doubling up to the cap while it stays down.
+    outage_pause_min_s: float = 0.1
+    outage_pause_max_s: float = 5.0
+
+
+CLAIM = compile_statement(
+    select(
+        events.c.seq,
+        events.c.kind,
+        # Text, not uuid.UUID (aiopg registers psycopg2's UUID adapter): keys are compared as strings.
+        cast(events.c.key, Text),
+        cast(events.c.interaction_id, Text),
+        cast(events.c.payload, Text),
+        events.c.attempts,
+        events.c.created_at,
+    )
+    .where(events.c.state == PENDING, events.c.next_attempt_at <= func.now())
+    .order_by(events.c.next_attempt_at, events.c.seq)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+
+SECONDS_UNTIL_DUE = compile_statement(
+    select(func.extract("epoch", func.min(events.c.next_attempt_at) - func.now()).cast(Float)).where(
+        events.c.state == PENDING
+    )
+)
+
+MARK_DELIVERED_SQL = f"""
+UPDATE eco_outbox.events
+SET state = '{DELIVERED}', delivered_at = now(), attempts = attempts + 1, last_error = NULL
+WHERE seq = ANY(%(seqs)s::bigint[])
+"""
+
+MARK_HELD_SQL = f"""
+UPDATE eco_outbox.events AS e
+SET attempts = e.attempts + 1,
+    state = d.state,
+    next_attempt_at = now() + d.delay_ms * interval '1 millisecond',
+    dead_at = CASE WHEN d.state = '{DEAD}' THEN now() END,
+    last_error = d.error
+FROM unnest(%(seqs)s::bigint[], %(states)s::text[], %(delays_ms)s::float8[], %(errors)s::text[])
+    AS d(seq, state, delay_ms, error)
+WHERE e.seq = d.seq
+"""
+
+# Signals that waited on an interaction this relay just delivered are due now, not at their backoff.
+RELEASE_WAITING_SQL = f"""
+UPDATE eco_outbox.events SET next_attempt_at = now()
+WHERE state = '{PENDING}' AND kind = '{Kind.SIGNAL}' AND interaction_id = ANY(%(interaction_ids)s::uuid[])
+  AND next_attempt_at > now()
+"""
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    seq: int
+    kind: Kind
+    key: str
+    interaction_id: str
+    payload: str
+    attempts: int
+    created_at: datetime
+
+
+@dataclass
+class BatchOutcome:
+    claimed: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    released_interactions: list[str] = field(default_factory=list)
+
+
+Deliverer = Callable[[Cursor, Sequence[str], Sequence[str]], Awaitable[delivery.DeliveryResult]]
+
+DELIVERERS: dict[Kind, Deliverer] = {
+    Kind.INTERACTION: delivery.deliver_interactions,
+    Kind.INTERACTION_COMPLETION: delivery.deliver_completions,
+    Kind.SIGNAL: delivery.deliver_signals,
+}
+
+
+class Relay:
+    """Runs `settings.workers` delivery loops, each woken by `wake()`, its poll interval or a due row."""
+
+    def __init__(
+        self,
+        outbox_pool: aiopg.Pool,
+        target_pool: aiopg.Pool,
+        settings: RelaySettings,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._outbox = outbox_pool
+        self._target = target_pool
+        self._settings = settings
+        self._rng = rng or random.Random()
+        self._stopping = False
+        self._wake_events: list[asyncio.Event] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_progress_monotonic = time.monotonic()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
+    def start(self) -> None:
+        self._stopping = False
+        self._wake_events = [asyncio.Event() for _ in range(self._settings.workers)]
+        self._tasks = [
+            asyncio.create_task(self._loop(event), name=f"outbox-relay-{i}")
+            for i, event in enumerate(self._wake_events)
+        ]
+
+    def wake(self) -> None:
+        for event in self._wake_events:
+            event.set()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Let each worker finish the batch in hand, then return; cancel only what outlives `timeout_s`."""
+        self._stopping = True
+        self.wake()
+        if not self._tasks:
+            return
+        done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _loop(self, wake: asyncio.Event) -> None:
+        pause_s = self._settings.outage_pause_min_s
+        while not self._stopping:
+            try:
+                outcome = await self.run_once()
+                pause_s = self._settings.outage_pause_min_s
+                self.last_progress_monotonic = time.monotonic()
+                if outcome.claimed:
+                    continue
+                timeout_s = await self._seconds_until_due()
+            except CONNECTION_ERRORS as exc:
+                metrics.RELAY_OUTAGES.inc()
+                logger.bind(code="db_unavailable", delay_ms=round(pause_s * 1000)).warning(
+                    "relay paused: database unavailable: {}", exc
+                )
+                timeout_s = pause_s
+                pause_s = min(pause_s * 2, self._settings.outage_pause_max_s)
+            except Exception:
+                logger.bind(code="relay_error", delay_ms=round(pause_s * 1000)).exception(
+                    "relay batch failed"
+                )
+                timeout_s = pause_s
+                pause_s = min(pause_s * 2, self._settings.outage_pause_max_s)
+            await self._wait(wake, timeout_s)
+
+    async def _wait(self, wake: asyncio.Event, timeout_s: float) -> None:
+        if self._stopping or timeout_s <= 0:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await wake.wait()
+        except TimeoutError:
+            pass
+        wake.clear()
+
+    async def _seconds_until_due(self) -> float:
+        async with self._outbox.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(SECONDS_UNTIL_DUE.sql, SECONDS_UNTIL_DUE.params)
+            row = await cur.fetchone()
+        seconds = row[0] if row and row[0] is not None else self._settings.poll_s
+        return max(0.0, min(seconds, self._settings.poll_s))
+
+    async def run_once(self) -> BatchOutcome:
+        """Claim, deliver and mark one batch. Connection errors leave every claimed row as it was."""
+        started = time.perf_counter()
+        outcome = BatchOutcome()
+        async with self._outbox.acquire() as conn, conn.cursor() as cur:
+            async with cur.begin():
+                await cur.execute(CLAIM.sql, CLAIM.bind(limit=self._settings.batch_size))
+                rows = [ClaimedRow(*row) for row in await cur.fetchall()]
+                if not rows:
+                    return outcome
+                outcome.claimed = len(rows)
+                results = await self._deliver(rows)
+                await self._mark(cur, rows, results, outcome)
+        if outcome.released_interactions:
+            async with self._outbox.acquire() as conn, conn.cursor() as cur:
+                await cur.execute(RELEASE_WAITING_SQL, {"interaction_ids": outcome.released_interactions})
+        metrics.RELAY_BATCH_ROWS.observe(outcome.claimed)
+        metrics.RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+    async def _deliver(self, rows: list[ClaimedRow]) -> dict[Kind, delivery.DeliveryResult]:
+        by_kind: dict[Kind, list[ClaimedRow]] = defaultdict(list)
+        for row in rows:
+            by_kind[Kind(row.kind)].append(row)
+        results: dict[Kind, delivery.DeliveryResult] = {}
+        async with self._target.acquire() as conn, conn.cursor() as cur:
+            async with cur.begin():
+                for kind in DELIVERY_ORDER:
+                    if kind in by_kind:
+                        batch = by_kind[kind]
+                        results[kind] = await DELIVERERS[kind](
+                            cur, [row.key for row in batch], [row.payload for row in batch]
+                        )
+        return results
+
+    async def _mark(
+        self,
+        cur: Cursor,
+        rows: list[ClaimedRow],
+        results: dict[Kind, delivery.DeliveryResult],
+        outcome: BatchOutcome,
+    ) -> None:
+        now = datetime.now(UTC)
+        delivered: list[int] = []
+        held_seqs: list[int] = []
+        held_states: list[str] = []
+        held_delays_ms: list[float] = []
+        held_errors: list[str] = []
+        for row in rows:
+            kind = Kind(row.kind)
+            result = results[kind]
+            if row.key in result.delivered:
+                delivered.append(row.seq)
+                metrics.RELAY_DELIVERED.labels(kind=kind).inc()
+                if kind is not Kind.SIGNAL:
+                    outcome.released_interactions.append(row.interaction_id)
+                logger.bind(
+                    interaction_id=row.interaction_id, signal=row.key, attempt=row.attempts + 1
+                ).debug("delivered {}", kind)
+                continue
+            reason = result.held.get(row.key, "not_written")
+            attempt = row.attempts + 1
+            age_s = (now - row.created_at).total_seconds()
+            log = logger.bind(interaction_id=row.interaction_id, signal=row.key, attempt=attempt, code=reason)
+            if attempt >= self._settings.max_attempts or age_s >= self._settings.max_age_s:
+                held_states.append(DEAD)
+                held_delays_ms.append(0.0)
+                metrics.RELAY_DEAD.labels(kind=kind, reason=reason).inc()
+                outcome.dead += 1
+                log.warning("dead-lettered {} after {} attempts ({:.0f} s old)", kind, attempt, age_s)
+            else:
+                delay_ms = self._settings.backoff.delay_ms(attempt, self._rng)
+                held_states.append(PENDING)
+                held_delays_ms.append(delay_ms)
+                metrics.RELAY_RETRIED.labels(kind=kind, reason=reason).inc()
+                outcome.retried += 1
+                log.bind(delay_ms=round(delay_ms)).info("retrying {}: {}", kind, reason)
+            held_seqs.append(row.seq)
+            held_errors.append(reason)
+        if delivered:
+            await cur.execute(MARK_DELIVERED_SQL, {"seqs": delivered})
+        if held_seqs:
+            await cur.execute(
+                MARK_HELD_SQL,
+                {
+                    "seqs": held_seqs,
+                    "states": held_states,
+                    "delays_ms": held_delays_ms,
+                    "errors": held_errors,
+                },
+            )
+        outcome.delivered = len(delivered)

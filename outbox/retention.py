@@ -1,0 +1,65 @@
+"""Purge delivered rows after the retention period, in small batches that never hold up the relay."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiopg
+from loguru import logger
+
+from outbox.errors import CONNECTION_ERRORS
+from outbox.tables import DELIVERED
+
+# SKIP LOCKED: a row a relay is marking right now is simply left for the next round.
+PURGE_DELIVERED_SQL = f"""
+DELETE FROM eco_outbox.events WHERE seq IN (
+    SELECT seq FROM eco_outbox.events
+    WHERE state = '{DELIVERED}' AND delivered_at < now() - %(retention_s)s * interval '1 second'
+    ORDER BY delivered_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+
+async def purge_delivered(pool: aiopg.Pool, retention_s: float, batch: int) -> int:
+    """Delete delivered rows older than `retention_s`, `batch` rows per statement; returns how many."""
+    total = 0
+    while True:
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(PURGE_DELIVERED_SQL, {"retention_s": retention_s, "limit": batch})
+            deleted = cur.rowcount
+        total += deleted
+        if deleted < batch:
+            return total
+        await asyncio.sleep(0)
+
+
+class Purger:
+    """Runs `purge_delivered` every `interval_s` until stopped."""
+
+    def __init__(self, pool: aiopg.Pool, retention_s: float, batch: int, interval_s: float = 60.0) -> None:
+        self._pool = pool
+        self._retention_s = retention_s
+        self._batch = batch
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-purger")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                purged = await purge_delivered(self._pool, self._retention_s, self._batch)
+                if purged:
+                    logger.info("purged {} delivered outbox rows", purged)
+            except CONNECTION_ERRORS as exc:
+                logger.bind(code="db_unavailable").warning("outbox purge skipped: {}", exc)
+            await asyncio.sleep(self._interval_s)

@@ -1,0 +1,73 @@
+"""LISTEN for the outbox's NOTIFY on a connection of its own, and wake the relay.
+
+NOTIFY only makes delivery faster; the relay's poll interval guarantees it. So this listener reconnects with
+backoff when its connection dies, and wakes the relay on every (re)connect to cover what it missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aiopg
+from loguru import logger
+
+from outbox.errors import CONNECTION_ERRORS
+from outbox.tables import CHANNEL
+
+
+class NotifyListener:
+    def __init__(
+        self,
+        dsn: str,
+        on_notify: Callable[[], None],
+        *,
+        channel: str = CHANNEL,
+        timeout_s: float = 10.0,
+        reconnect_min_s: float = 0.1,
+        reconnect_max_s: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._on_notify = on_notify
+        self._channel = channel
+        self._timeout_s = timeout_s
+        self._reconnect_min_s = reconnect_min_s
+        self._reconnect_max_s = reconnect_max_s
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        delay_s = self._reconnect_min_s
+        while True:
+            try:
+                async with aiopg.connect(self._dsn, timeout=self._timeout_s, enable_hstore=False) as conn:
+                    async with conn.cursor() as cur:
+                        await cur.execute(f"LISTEN {self._channel}")
+                    self.listening.set()
+                    delay_s = self._reconnect_min_s
+                    self._on_notify()
+                    while True:
+                        await conn.notifies.get()
+                        self._on_notify()
+            except CONNECTION_ERRORS as exc:
+                self.listening.clear()
+                logger.bind(code="listen_lost", delay_ms=round(delay_s * 1000)).warning(
+                    "outbox LISTEN connection lost: {}", exc
+                )
+            except Exception:
+                # aiopg closes the notifies queue with the connection's own error.
+                self.listening.clear()
+                logger.bind(code="listen_lost", delay_ms=round(delay_s * 1000)).exception(
+                    "outbox LISTEN failed"
+                )
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, self._reconnect_max_s)

@@ -1,0 +1,89 @@
+"""The application factory: the same one `make run` serves and the tests build."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from loguru import logger
+
+from outbox.enqueue import OutboxWriter
+from outbox.relay import Relay
+from outbox.retention import Purger
+from outbox.wakeup import NotifyListener
+from service import migrations
+from service.config import Config
+from service.database import open_databases
+from service.interaction import InteractionRegistry
+from service.keys import CONFIG, DATABASES, RELAY, RESPONDER, STREAMS, WRITER
+from service.middleware import error_middleware
+from service.responder import build_responder
+from service.routes import setup_routes
+
+# Streams get this long to send their final event on shutdown before aiohttp cancels the handlers.
+STREAM_SHUTDOWN_S = 5.0
+
+
+async def databases_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    databases = await open_databases(config)
+    for role, applied in (await migrations.migrate_databases(databases)).items():
+        if applied:
+            logger.info("applied migrations to the {} database: {}", role, ", ".join(applied))
+    app[DATABASES] = databases
+    yield
+    await databases.close()
+
+
+async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Writer, relay, NOTIFY listener and purger; on the way out the relay finishes its batch first."""
+    config = app[CONFIG]
+    databases = app[DATABASES]
+    relay = Relay(databases.outbox, databases.target, config.relay)
+    writer = OutboxWriter(
+        databases.outbox, max_rows=config.intake_batch_max_rows, wait_ms=config.intake_batch_wait_ms
+    )
+    listener = NotifyListener(databases.outbox_dsn, relay.wake, timeout_s=config.db_timeout_s)
+    purger = Purger(databases.outbox, config.relay.retention_s, config.relay.purge_batch)
+    await writer.start()
+    relay.start()
+    listener.start()
+    purger.start()
+    app[WRITER] = writer
+    app[RELAY] = relay
+    yield
+    await writer.close()
+    await listener.stop()
+    await purger.stop()
+    await relay.stop()
+
+
+async def responder_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    session = aiohttp.ClientSession() if config.llm_url else None
+    app[RESPONDER] = build_responder(config, session)
+    yield
+    if session is not None:
+        await session.close()
+
+
+async def end_streams(app: web.Application) -> None:
+    await app[STREAMS].stop_all(STREAM_SHUTDOWN_S)
+
+
+def create_app(config: Config | None = None) -> web.Application:
+    config = config or Config.from_env()
+    limits = config.limits
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=max(limits.ask_body_bytes, limits.signal_body_bytes),
+    )
+    app[CONFIG] = config
+    app[STREAMS] = InteractionRegistry()
+    app.cleanup_ctx.append(databases_ctx)
+    app.cleanup_ctx.append(outbox_ctx)
+    app.cleanup_ctx.append(responder_ctx)
+    app.on_shutdown.append(end_streams)
+    setup_routes(app, config)
+    return app

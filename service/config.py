@@ -1,0 +1,163 @@
+"""The service's configuration, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from outbox.backoff import Backoff
+from outbox.relay import RelaySettings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on client input; every one is a 413 or 422, never a 500."""
+
+    signal_body_bytes: int = 32 * 1024
+    ask_body_bytes: int = 1024 * 1024
+    signal_batch_items: int = 100
+    signal_name_chars: int = 64
+    signal_meta_bytes: int = 8 * 1024
+    signal_meta_depth: int = 8
+    ask_message_chars: int = 16_000
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 3001
+    database_url: str | None = None
+    target_database_url: str | None = None
+    data_dir: Path = PROJECT_DIR / ".eco-data"
+    db_pool_max: int = 10
+    db_timeout_s: float = 10.0
+    retry_after_s: int = 2
+    intake_batch_max_rows: int = 500
+    intake_batch_wait_ms: float = 0.0
+    relay: RelaySettings = field(default_factory=RelaySettings)
+    sse_ping_s: float = 15.0
+    offline_chunk_delay_ms: float = 10.0
+    admin_token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    log_json: bool = False
+    log_level: str = "INFO"
+    llm_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = 60.0
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        defaults = cls()
+        relay_defaults = RelaySettings()
+        backoff_defaults = Backoff()
+        limit_defaults = Limits()
+        return cls(
+            host=env.get("ECO_HOST", defaults.host),
+            port=_int(env, "ECO_PORT", defaults.port),
+            database_url=env.get("DATABASE_URL") or None,
+            target_database_url=env.get("TARGET_DATABASE_URL") or None,
+            data_dir=Path(env.get("ECO_DATA_DIR") or defaults.data_dir).expanduser().resolve(),
+            db_pool_max=_int(env, "ECO_DB_POOL_MAX", defaults.db_pool_max, minimum=2),
+            db_timeout_s=_float(env, "ECO_DB_TIMEOUT_S", defaults.db_timeout_s, minimum=0.1),
+            retry_after_s=_int(env, "ECO_RETRY_AFTER_S", defaults.retry_after_s, minimum=1),
+            intake_batch_max_rows=_int(
+                env, "ECO_INTAKE_BATCH_MAX_ROWS", defaults.intake_batch_max_rows, minimum=1
+            ),
+            intake_batch_wait_ms=_float(env, "ECO_INTAKE_BATCH_WAIT_MS", defaults.intake_batch_wait_ms),
+            relay=RelaySettings(
+                batch_size=_int(env, "ECO_RELAY_BATCH", relay_defaults.batch_size, minimum=1),
+                poll_s=_float(env, "ECO_RELAY_POLL_S", relay_defaults.poll_s, minimum=0.01),
+                max_attempts=_int(env, "ECO_RELAY_MAX_ATTEMPTS", relay_defaults.max_attempts, minimum=1),
+                max_age_s=_float(env, "ECO_RELAY_MAX_AGE_S", relay_defaults.max_age_s, minimum=0.0),
+                workers=_int(env, "ECO_RELAY_WORKERS", relay_defaults.workers, minimum=0),
+                retention_s=_float(env, "ECO_OUTBOX_RETENTION_S", relay_defaults.retention_s),
+                purge_batch=_int(env, "ECO_OUTBOX_PURGE_BATCH", relay_defaults.purge_batch, minimum=1),
+                backoff=Backoff(
+                    base_ms=_float(env, "ECO_RELAY_BACKOFF_BASE_MS", backoff_defaults.base_ms, minimum=1),
+                    cap_ms=_float(env, "ECO_RELAY_BACKOFF_CAP_MS", backoff_defaults.cap_ms, minimum=1),
+                ),
+            ),
+            sse_ping_s=_float(env, "ECO_SSE_PING_S", defaults.sse_ping_s, minimum=0.01),
+            offline_chunk_delay_ms=_float(env, "ECO_OFFLINE_CHUNK_DELAY_MS", defaults.offline_chunk_delay_ms),
+            admin_token=env.get("ECO_ADMIN_TOKEN") or None,
+            cors_origins=_list(env, "ECO_CORS_ORIGINS"),
+            log_json=_bool(env, "ECO_LOG_JSON", defaults.log_json),
+            log_level=env.get("ECO_LOG_LEVEL", defaults.log_level).upper(),
+            llm_url=env.get("ECO_LLM_URL") or None,
+            llm_api_key=env.get("ECO_LLM_API_KEY") or None,
+            llm_model=env.get("ECO_LLM_MODEL") or defaults.llm_model,
+            llm_timeout_s=_float(env, "ECO_LLM_TIMEOUT_S", defaults.llm_timeout_s, minimum=0.1),
+            limits=Limits(
+                signal_body_bytes=_int(
+                    env, "ECO_SIGNAL_MAX_BODY_BYTES", limit_defaults.signal_body_bytes, minimum=64
+                ),
+                ask_body_bytes=_int(env, "ECO_ASK_MAX_BODY_BYTES", limit_defaults.ask_body_bytes, minimum=64),
+                signal_batch_items=_int(
+                    env, "ECO_SIGNAL_MAX_BATCH", limit_defaults.signal_batch_items, minimum=1
+                ),
+                signal_name_chars=_int(
+                    env, "ECO_SIGNAL_MAX_NAME_CHARS", limit_defaults.signal_name_chars, minimum=1
+                ),
+                signal_meta_bytes=_int(
+                    env, "ECO_SIGNAL_MAX_META_BYTES", limit_defaults.signal_meta_bytes, minimum=2
+                ),
+                signal_meta_depth=_int(
+                    env, "ECO_SIGNAL_MAX_META_DEPTH", limit_defaults.signal_meta_depth, minimum=1
+                ),
+                ask_message_chars=_int(
+                    env, "ECO_ASK_MAX_MESSAGE_CHARS", limit_defaults.ask_message_chars, minimum=1
+                ),
+            ),
+        )

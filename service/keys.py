@@ -1,0 +1,19 @@
+"""Typed application keys: everything the handlers find on the app."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from outbox.enqueue import OutboxWriter
+from outbox.relay import Relay
+from service.config import Config
+from service.database import Databases
+from service.interaction import InteractionRegistry
+from service.responder import Responder
+
+CONFIG = web.AppKey("config", Config)
+DATABASES = web.AppKey("databases", Databases)
+WRITER = web.AppKey("writer", OutboxWriter)
+RELAY = web.AppKey("relay", Relay)
+RESPONDER = web.AppKey("responder", Responder)
+STREAMS = web.AppKey("streams", InteractionRegistry)

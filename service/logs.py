@@ -1,0 +1,61 @@
+"""Logging through loguru: readable lines by default, one JSON object a line with ECO_LOG_JSON=1.
+
+The context fields (interaction_id, signal, attempt, delay_ms, code) are bound on the records that have
+them; aiohttp's and the libraries' stdlib loggers are routed here too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+from loguru import logger
+
+CONTEXT_FIELDS = ("interaction_id", "signal", "attempt", "delay_ms", "code")
+
+
+def _json_sink(message: Any) -> None:
+    record = message.record
+    line: dict[str, Any] = {
+        "time": record["time"].isoformat(),
+        "level": record["level"].name,
+        "logger": record["name"],
+        "message": record["message"],
+    }
+    line.update({key: value for key, value in record["extra"].items() if value is not None})
+    if record["exception"] is not None:
+        line["exception"] = "".join(message.record["exception"].__class__.__name__)
+        line["traceback"] = str(message).rstrip("\n").split("\n", 1)[-1]
+    sys.stderr.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
+
+
+def _human_format(record: Any) -> str:
+    context = " ".join(f"{key}={record['extra'][key]}" for key in CONTEXT_FIELDS if key in record["extra"])
+    suffix = f" <dim>{context}</dim>" if context else ""
+    return (
+        "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}" + suffix + "\n{exception}"
+    )
+
+
+class InterceptHandler(logging.Handler):
+    """Hands stdlib log records (aiohttp.access, aiohttp.server, ...) to loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(depth=6, exception=record.exc_info).bind(logger=record.name).log(
+            level, record.getMessage()
+        )
+
+
+def setup_logging(json_lines: bool, level: str = "INFO") -> None:
+    logger.remove()
+    if json_lines:
+        logger.add(_json_sink, level=level)
+    else:
+        logger.add(sys.stderr, level=level, format=_human_format, colorize=None)
+    logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)

@@ -1,0 +1,144 @@
+"""Where the reply comes from: an offline responder by default, or an OpenAI-compatible streaming backend."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from service.config import Config
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+class ResponderError(Exception):
+    """The backend failed; `code` goes to the client in the SSE `error` event, never a stack trace."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Responder(Protocol):
+    name: str
+
+    def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        """Yield the reply in pieces as they are produced."""
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token, as OpenAI's rule of thumb; only used when the backend reports none."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+OFFLINE_SENTENCES = (
+    "Obrigado por compartilhar isso comigo.",
+    "Vamos olhar para isso com calma, um passo de cada vez.",
+    "O que você sente agora faz sentido diante do que viveu.",
+    "Se quiser, me conte um pouco mais sobre o que mais pesa neste momento.",
+)
+
+
+class OfflineResponder:
+    """A deterministic reply built from the prompt, streamed a few words at a time, with no network."""
+
+    name = "offline"
+
+    def __init__(self, chunk_delay_ms: float = 10.0, words_per_chunk: int = 3) -> None:
+        self._delay_s = chunk_delay_ms / 1000
+        self._words_per_chunk = words_per_chunk
+
+    def reply_for(self, prompt: str) -> str:
+        digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+        excerpt = " ".join(prompt.split()[:12])
+        picked = [OFFLINE_SENTENCES[(digest[i] + i) % len(OFFLINE_SENTENCES)] for i in range(2)]
+        return f"Olá! Você disse: “{excerpt}”. " + " ".join(dict.fromkeys(picked))
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        words = self.reply_for(messages[-1].content if messages else "").split(" ")
+        for start in range(0, len(words), self._words_per_chunk):
+            if self._delay_s:
+                await asyncio.sleep(self._delay_s)
+            piece = " ".join(words[start : start + self._words_per_chunk])
+            yield piece if start == 0 else " " + piece
+
+
+class OpenAIResponder:
+    """Streams from an OpenAI-compatible `/chat/completions` endpoint (`stream: true`, `data:` lines)."""
+
+    name = "openai"
+
+    def __init__(
+        self, session: aiohttp.ClientSession, url: str, api_key: str | None, model: str, timeout_s: float
+    ) -> None:
+        self._session = session
+        self._url = url.rstrip("/")
+        if not self._url.endswith("/chat/completions"):
+            self._url += "/chat/completions"
+        self._api_key = api_key
+        self._model = model
+        # The whole reply may take long; what must not is the wait for each next piece.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        headers = {"Accept": "text/event-stream"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        body = {
+            "model": self._model,
+            "stream": True,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+        }
+        try:
+            async with self._session.post(
+                self._url, json=body, headers=headers, timeout=self._timeout
+            ) as resp:
+                if resp.status != 200:
+                    raise ResponderError("upstream_status", f"the language model answered HTTP {resp.status}")
+                async for piece in _openai_deltas(resp.content):
+                    yield piece
+        except TimeoutError as exc:
+            raise ResponderError("upstream_timeout", "the language model did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise ResponderError("upstream_unreachable", "the language model could not be reached") from exc
+
+
+async def _openai_deltas(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    async for raw in content:
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise ResponderError("upstream_malformed", "the language model sent a malformed event") from exc
+        if not isinstance(event, dict):
+            raise ResponderError("upstream_malformed", "the language model sent a malformed event")
+        if "error" in event:
+            raise ResponderError("upstream_error", "the language model reported an error")
+        for choice in event.get("choices") or []:
+            delta = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
+            if isinstance(delta, str) and delta:
+                yield delta
+
+
+def build_responder(config: Config, session: aiohttp.ClientSession | None) -> Responder:
+    if config.llm_url and session is not None:
+        return OpenAIResponder(
+            session, config.llm_url, config.llm_api_key, config.llm_model, config.llm_timeout_s
+        )
+    return OfflineResponder(config.offline_chunk_delay_ms)

@@ -1,0 +1,53 @@
+"""URL map and CORS."""
+
+from __future__ import annotations
+
+import aiohttp_cors
+from aiohttp import web
+
+from service.config import Config
+from service.views import ask_eco, health, signals
+
+EXPOSED_HEADERS = (
+    "X-Eco-Interaction-Id",
+    "X-Eco-Guest-Id",
+    "X-Eco-Session-Id",
+    "X-Stream-Id",
+    "X-Eco-Client-Message-Id",
+    "Retry-After",
+)
+ALLOWED_HEADERS = (
+    "Content-Type",
+    "Accept",
+    "Authorization",
+    "Idempotency-Key",
+    "Last-Event-Id",
+    "X-Eco-Interaction-Id",
+    "X-Eco-Guest-Id",
+    "X-Eco-Session-Id",
+    "X-Eco-Client-Message-Id",
+)
+
+
+def setup_routes(app: web.Application, config: Config) -> None:
+    api = [
+        app.router.add_post("/api/ask-eco", ask_eco.ask_eco),
+        app.router.add_post("/api/signal", signals.post_signal),
+    ]
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    setup_cors(app, config, api)
+
+
+def setup_cors(app: web.Application, config: Config, routes: list[web.AbstractRoute]) -> None:
+    """Only the configured origins may call the API from a browser; none when ECO_CORS_ORIGINS is empty."""
+    options = aiohttp_cors.ResourceOptions(
+        allow_credentials=False,
+        expose_headers=EXPOSED_HEADERS,
+        allow_headers=ALLOWED_HEADERS,
+        allow_methods=("POST", "OPTIONS"),
+        max_age=600,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in config.cors_origins})
+    for route in routes:
+        cors.add(route)

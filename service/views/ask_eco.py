@@ -1,0 +1,88 @@
+"""POST /api/ask-eco: the reply as Server-Sent Events, or as one JSON object."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from contextlib import aclosing
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from service.interaction import FINISH_CLIENT_DISCONNECT, InteractionRun
+from service.keys import CONFIG, RESPONDER, STREAMS, WRITER
+from service.payload import read_json
+from service.schemas import AskSchema
+
+
+def _wants_stream(request: web.Request, stream: bool | None) -> bool:
+    return bool(stream) or "text/event-stream" in request.headers.get("Accept", "")
+
+
+async def ask_eco(request: web.Request) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    body = await read_json(request, config.limits.ask_body_bytes)
+    ask = AskSchema(config.limits).load(body)
+    run = InteractionRun(
+        request.app[WRITER],
+        request.app[RESPONDER],
+        ask,
+        guest_id=request.headers.get("X-Eco-Guest-Id") or f"guest_{uuid.uuid4()}",
+        session_id=request.headers.get("X-Eco-Session-Id") or str(uuid.uuid4()),
+        client_message_id=ask.client_message_id or request.headers.get("X-Eco-Client-Message-Id") or None,
+    )
+    prompt_ready = await run.open()
+    if _wants_stream(request, ask.stream):
+        return await _stream(request, run, prompt_ready)
+    return await _json(run)
+
+
+async def _json(run: InteractionRun) -> web.Response:
+    done: dict[str, object] = {}
+    error: dict[str, object] | None = None
+    try:
+        async with aclosing(run.events()) as events:
+            async for name, data in events:
+                if name == "done":
+                    done = data
+                elif name == "error":
+                    error = {"code": data["code"], "message": data["message"]}
+    except asyncio.CancelledError:
+        await run.complete(FINISH_CLIENT_DISCONNECT)
+        raise
+    body = {key: done[key] for key in ("interaction_id", "content", "index", "meta", "payload")}
+    if error is not None:
+        body["error"] = error
+    return web.json_response(body, headers=run.headers)
+
+
+async def _stream(
+    request: web.Request, run: InteractionRun, prompt_ready: tuple[str, dict]
+) -> web.StreamResponse:
+    streams = request.app[STREAMS]
+    response = EventSourceResponse(
+        headers=run.headers,
+        sep="\n",
+        allow_all_methods=True,
+        ping_interval=request.app[CONFIG].sse_ping_s,
+    )
+    await response.prepare(request)
+    streams.add(run)
+    sequence = 0
+    try:
+        async with response, aclosing(run.events()) as events:
+            name, data = prompt_ready
+            sequence += 1
+            await response.send(json.dumps(data, ensure_ascii=False), id=str(sequence), event=name)
+            async for name, data in events:
+                sequence += 1
+                await response.send(json.dumps(data, ensure_ascii=False), id=str(sequence), event=name)
+    except asyncio.CancelledError:
+        await run.complete(FINISH_CLIENT_DISCONNECT)
+        raise
+    except ConnectionResetError:
+        await run.complete(FINISH_CLIENT_DISCONNECT)
+    finally:
+        streams.discard(run)
+    return response

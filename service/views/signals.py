@@ -1,0 +1,89 @@
+"""POST /api/signal: passive signals from the browser, answered 202 once committed to the outbox."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+from marshmallow import ValidationError
+
+from outbox.events import OutboxEvent, signal_event
+from service.errors import validation_failed
+from service.keys import CONFIG, WRITER
+from service.payload import BEACON_TYPES, read_json
+from service.schemas import SignalInput, SignalSchema
+
+HEADER_INTERACTION_ID = "X-Eco-Interaction-Id"
+HEADER_IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+def _header_uuid(request: web.Request, name: str) -> str | None:
+    raw = request.headers.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return str(uuid.UUID(raw.strip()))
+    except ValueError as exc:
+        raise validation_failed({name: ["Not a valid UUID."]}) from exc
+
+
+def _enriched_meta(signal: SignalInput, request: web.Request) -> dict[str, Any]:
+    """The meta the ECO backend stored: the client's, plus the request's context."""
+    extra = {
+        "type": signal.type,
+        "ts": signal.ts.isoformat() if signal.ts else None,
+        "value": signal.value,
+        "guest_id_header": request.headers.get("X-Eco-Guest-Id"),
+        "session_id_header": request.headers.get("X-Eco-Session-Id"),
+    }
+    return {**signal.meta, **{key: value for key, value in extra.items() if value is not None}}
+
+
+def _load(schema: SignalSchema, item: Any, overrides: dict[str, str]) -> SignalInput:
+    if isinstance(item, dict):
+        item = {**item, **overrides}
+    return schema.load(item)
+
+
+async def post_signal(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    body = await read_json(request, config.limits.signal_body_bytes, BEACON_TYPES)
+    overrides: dict[str, str] = {}
+    if interaction_id := _header_uuid(request, HEADER_INTERACTION_ID):
+        overrides["interaction_id"] = interaction_id
+    idempotency_key = _header_uuid(request, HEADER_IDEMPOTENCY_KEY)
+    schema = SignalSchema(config.limits)
+
+    if isinstance(body, list):
+        if not body:
+            raise validation_failed({"_schema": ["a batch must hold at least one signal"]})
+        if len(body) > config.limits.signal_batch_items:
+            raise validation_failed(
+                {"_schema": [f"a batch holds at most {config.limits.signal_batch_items}"]}
+            )
+        if idempotency_key:
+            raise validation_failed({HEADER_IDEMPOTENCY_KEY: ["give signal_id per item in a batch"]})
+        signals: list[SignalInput] = []
+        errors: dict[str, Any] = {}
+        for index, item in enumerate(body):
+            try:
+                signals.append(_load(schema, item, overrides))
+            except ValidationError as exc:
+                errors[str(index)] = exc.messages
+        if errors:
+            raise validation_failed(errors)
+    else:
+        if idempotency_key:
+            overrides["signal_id"] = idempotency_key
+        signals = [_load(schema, body, overrides)]
+
+    events: list[OutboxEvent] = [
+        signal_event(s.interaction_id, s.name, _enriched_meta(s, request), signal_id=s.signal_id)
+        for s in signals
+    ]
+    await request.app[WRITER].enqueue(events)
+    answers = [{"id": str(event.key), "status": "queued"} for event in events]
+    if isinstance(body, list):
+        return web.json_response(answers, status=202)
+    return web.json_response(answers[0], status=202)

@@ -1,0 +1,122 @@
+"""Fixtures: a real PostgreSQL (DATABASE_URL, or an embedded one), a migrated template database, and a fresh
+database cloned from it for every test; the app is built by the same factory that `make run` serves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiopg
+import psycopg2
+import pytest
+from aiohttp.test_utils import TestClient
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from outbox.backoff import Backoff
+from outbox.relay import RelaySettings
+from service import migrations
+from service.app import create_app
+from service.config import Config
+from service.database import Databases, create_pool
+from service.embedded import start_embedded_postgres
+
+# Fast retries and polls keep the suite short; the logic under test is the same as with the defaults.
+TEST_RELAY = RelaySettings(poll_s=0.2, max_attempts=20, backoff=Backoff(base_ms=10, cap_ms=200))
+
+
+def _admin(dsn: str, *statements: str) -> None:
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def start_server(directory: Path) -> str:
+    """A private PostgreSQL (for tests that need a second server, or when no DATABASE_URL is given)."""
+    return start_embedded_postgres(directory)
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return os.environ.get("DATABASE_URL") or start_server(tmp_path_factory.mktemp("embedded"))
+
+
+async def _migrate(dsn: str) -> None:
+    config = Config()
+    pool = await create_pool(dsn, config)
+    try:
+        await migrations.migrate_databases(Databases(dsn, dsn, pool, pool))
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+def create_template(server: str) -> str:
+    name = f"eco_template_{os.getpid()}"
+    _admin(server, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    asyncio.run(_migrate(make_dsn(server, dbname=name)))
+    return name
+
+
+@pytest.fixture(scope="session")
+def template_db(server_dsn: str) -> Iterator[str]:
+    name = create_template(server_dsn)
+    yield name
+    _admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def clone_database(server: str, template: str) -> str:
+    name = f"eco_test_{uuid.uuid4().hex[:12]}"
+    _admin(server, f"CREATE DATABASE {name} TEMPLATE {template}")
+    return make_dsn(server, dbname=name)
+
+
+def drop_database(dsn: str) -> None:
+    name = parse_dsn(dsn)["dbname"]
+    server = make_dsn(dsn, dbname="postgres")
+    _admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database_url(server_dsn: str, template_db: str) -> Iterator[str]:
+    dsn = clone_database(server_dsn, template_db)
+    yield dsn
+    drop_database(dsn)
+
+
+def test_config(database_url: str, **overrides: Any) -> Config:
+    base = replace(Config(), database_url=database_url, offline_chunk_delay_ms=0.0, relay=TEST_RELAY)
+    return replace(base, **overrides)
+
+
+@pytest.fixture
+def make_config(database_url: str) -> Callable[..., Config]:
+    return lambda **overrides: test_config(database_url, **overrides)
+
+
+@pytest.fixture
+def config(make_config: Callable[..., Config]) -> Config:
+    return make_config()
+
+
+@pytest.fixture
+async def client(config: Config, aiohttp_client: Any) -> TestClient:
+    return await aiohttp_client(create_app(config))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[aiopg.Pool]:
+    """A pool on the test's database, for the tests' own checks."""
+    pool = await aiopg.create_pool(database_url, minsize=0, maxsize=4, enable_hstore=False)
+    yield pool
+    pool.close()
+    await pool.wait_closed()

@@ -1,0 +1,82 @@
+"""Test helpers: polling until a deadline, reading SSE, querying the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import aiopg
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool] = bool,
+    *,
+    timeout_s: float = 10.0,
+    interval_s: float = 0.02,
+) -> T:
+    """Poll `probe` until `done(value)`; fail with the last value once the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s; last value: {value!r}")
+        await asyncio.sleep(interval_s)
+
+
+async def fetch(pool: aiopg.Pool, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(sql, params)
+        return list(await cur.fetchall()) if cur.description else []
+
+
+async def scalar(pool: aiopg.Pool, sql: str, params: Any = None) -> Any:
+    rows = await fetch(pool, sql, params)
+    return rows[0][0] if rows else None
+
+
+@dataclass
+class SSEEvent:
+    event: str
+    id: str | None
+    data: dict[str, Any]
+
+
+async def read_sse(response: aiohttp.ClientResponse, *, until: str | None = "done") -> list[SSEEvent]:
+    """Parse `text/event-stream` frames until the `until` event (or the end of the body)."""
+    events: list[SSEEvent] = []
+    async for event in iter_sse(response):
+        events.append(event)
+        if until is not None and event.event == until:
+            break
+    return events
+
+
+async def iter_sse(response: aiohttp.ClientResponse):  # type: ignore[no-untyped-def]
+    name, ident, data = "message", None, []
+    async for raw in response.content:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield SSEEvent(name, ident, json.loads("\n".join(data)))
+            name, ident, data = "message", None, []
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                name = value
+            elif field == "id":
+                ident = value
+            elif field == "data":
+                data.append(value)
