@@ -14,6 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the HTTP API (default)")
     commands.add_parser("migrate", help="apply pending migrations and exit")
+    outbox = commands.add_parser("outbox", help="inspect the outbox and requeue dead letters")
+    outbox.add_argument("action", choices=("stats", "dead", "requeue"))
+    outbox.add_argument("seqs", nargs="*", type=int, help="requeue: the outbox seq numbers to requeue")
+    outbox.add_argument("--all", action="store_true", help="requeue: every dead letter")
+    outbox.add_argument("--limit", type=int, default=100, help="dead: how many to list")
+    outbox.add_argument("--after-seq", type=int, default=0, help="dead: list those after this seq")
     args = parser.parse_args(argv)
     config = Config.from_env()
 
@@ -29,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         from service.cli import run_migrate
 
         return asyncio.run(run_migrate(config))
+    if args.command == "outbox":
+        from service.cli import run_outbox
+
+        return asyncio.run(
+            run_outbox(
+                config, args.action, limit=args.limit, after_seq=args.after_seq, seqs=args.seqs, all_=args.all
+            )
+        )
     parser.print_help()
     return 2
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 from loguru import logger
 
+from outbox import inspect
 from service import migrations
 from service.config import Config
 from service.database import open_databases
+from service.views.admin import dead_letter_document, stats_document
 
 
 async def run_migrate(config: Config) -> int:
@@ -16,4 +21,29 @@ async def run_migrate(config: Config) -> int:
             logger.info("{} database: {}", role, ", ".join(applied) if applied else "up to date")
     finally:
         await databases.close()
+    return 0
+
+
+async def run_outbox(
+    config: Config, action: str, *, limit: int, after_seq: int, seqs: list[int], all_: bool
+) -> int:
+    """`python -m service outbox stats|dead|requeue`: the admin endpoints' answers, printed as JSON."""
+    databases = await open_databases(config)
+    try:
+        # As `serve` does: the outbox tables exist before anyone asks about them.
+        await migrations.migrate_databases(databases)
+        if action == "stats":
+            document: object = stats_document(await inspect.stats(databases.outbox))
+        elif action == "dead":
+            letters = await inspect.list_dead(databases.outbox, limit=limit, after_seq=after_seq)
+            document = [dead_letter_document(letter) for letter in letters]
+        else:
+            if bool(seqs) == all_:
+                print("requeue: give SEQ numbers or --all", file=sys.stderr)
+                return 2
+            requeued = await inspect.requeue(databases.outbox, None if all_ else seqs)
+            document = {"requeued": requeued, "count": len(requeued)}
+    finally:
+        await databases.close()
+    print(json.dumps(document, indent=2, default=str, ensure_ascii=False))
     return 0

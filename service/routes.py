@@ -6,7 +6,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from service.config import Config
-from service.views import ask_eco, health, signals
+from service.views import admin, ask_eco, health, signals
 
 EXPOSED_HEADERS = (
     "X-Eco-Interaction-Id",
@@ -36,6 +36,9 @@ def setup_routes(app: web.Application, config: Config) -> None:
     ]
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/api/admin/outbox/stats", admin.outbox_stats)
+    app.router.add_get("/api/admin/outbox/dead", admin.outbox_dead)
+    app.router.add_post("/api/admin/outbox/requeue", admin.outbox_requeue)
     setup_cors(app, config, api)
 
 
