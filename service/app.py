@@ -16,8 +16,10 @@ from service import migrations
 from service.config import Config
 from service.database import open_databases
 from service.interaction import InteractionRegistry
-from service.keys import CONFIG, DATABASES, RELAY, RESPONDER, STREAMS, WRITER
-from service.middleware import error_middleware
+from service.keys import CONFIG, DATABASES, RATE_LIMITER, RELAY, RESPONDER, STREAMS, WRITER
+from service.metrics import metrics_middleware
+from service.middleware import error_middleware, rate_limit_middleware
+from service.ratelimit import RateLimiter
 from service.responder import build_responder
 from service.routes import setup_routes
 
@@ -76,11 +78,12 @@ def create_app(config: Config | None = None) -> web.Application:
     config = config or Config.from_env()
     limits = config.limits
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[metrics_middleware, error_middleware, rate_limit_middleware],
         client_max_size=max(limits.ask_body_bytes, limits.signal_body_bytes),
     )
     app[CONFIG] = config
     app[STREAMS] = InteractionRegistry()
+    app[RATE_LIMITER] = RateLimiter(config.rate_limit_per_s, config.rate_limit_burst)
     app.cleanup_ctx.append(databases_ctx)
     app.cleanup_ctx.append(outbox_ctx)
     app.cleanup_ctx.append(responder_ctx)

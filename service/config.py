@@ -86,6 +86,9 @@ class Config:
     relay: RelaySettings = field(default_factory=RelaySettings)
     sse_ping_s: float = 15.0
     offline_chunk_delay_ms: float = 10.0
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: float = 200.0
+    sse_send_timeout_s: float = 30.0
     admin_token: str | None = None
     cors_origins: tuple[str, ...] = ()
     log_json: bool = False
@@ -131,6 +134,11 @@ class Config:
             ),
             sse_ping_s=_float(env, "ECO_SSE_PING_S", defaults.sse_ping_s, minimum=0.01),
             offline_chunk_delay_ms=_float(env, "ECO_OFFLINE_CHUNK_DELAY_MS", defaults.offline_chunk_delay_ms),
+            rate_limit_per_s=_float(env, "ECO_RATE_LIMIT_PER_S", defaults.rate_limit_per_s),
+            rate_limit_burst=_float(env, "ECO_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
+            sse_send_timeout_s=_float(
+                env, "ECO_SSE_SEND_TIMEOUT_S", defaults.sse_send_timeout_s, minimum=0.1
+            ),
             admin_token=env.get("ECO_ADMIN_TOKEN") or None,
             cors_origins=_list(env, "ECO_CORS_ORIGINS"),
             log_json=_bool(env, "ECO_LOG_JSON", defaults.log_json),

@@ -9,6 +9,7 @@ from outbox.relay import Relay
 from service.config import Config
 from service.database import Databases
 from service.interaction import InteractionRegistry
+from service.ratelimit import RateLimiter
 from service.responder import Responder
 
 CONFIG = web.AppKey("config", Config)
@@ -17,3 +18,4 @@ WRITER = web.AppKey("writer", OutboxWriter)
 RELAY = web.AppKey("relay", Relay)
 RESPONDER = web.AppKey("responder", Responder)
 STREAMS = web.AppKey("streams", InteractionRegistry)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

@@ -3,6 +3,8 @@ and a bare 500 with no detail for anything unforeseen (logged with its traceback
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from loguru import logger
@@ -10,7 +12,10 @@ from marshmallow import ValidationError
 
 from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable
 from service.errors import ApiError, code_for, details_of, error_response
-from service.keys import CONFIG
+from service.keys import CONFIG, RATE_LIMITER
+
+# Route names (see routes.py) that count against the per-client rate limit.
+RATE_LIMITED_ROUTES = frozenset({"ask-eco", "signal"})
 
 
 @web.middleware
@@ -47,3 +52,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     if response.status >= 500 or response.status in (413, 415, 429):
         logger.bind(code=response.status).info("{} {} -> {}", request.method, request.path, response.status)
     return response
+
+
+def client_of(request: web.Request) -> str:
+    return f"{request.remote}|{request.headers.get('X-Eco-Guest-Id', '')}"
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.route.name in RATE_LIMITED_ROUTES:
+        wait_s = request.app[RATE_LIMITER].acquire(client_of(request))
+        if wait_s > 0:
+            return error_response(
+                429,
+                "rate_limited",
+                "too many requests from this client; slow down",
+                headers={"Retry-After": str(math.ceil(wait_s))},
+            )
+    return await handler(request)

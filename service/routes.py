@@ -6,7 +6,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from service.config import Config
-from service.views import admin, ask_eco, health, signals
+from service.views import admin, ask_eco, health, metrics, signals
 
 EXPOSED_HEADERS = (
     "X-Eco-Interaction-Id",
@@ -31,11 +31,12 @@ ALLOWED_HEADERS = (
 
 def setup_routes(app: web.Application, config: Config) -> None:
     api = [
-        app.router.add_post("/api/ask-eco", ask_eco.ask_eco),
-        app.router.add_post("/api/signal", signals.post_signal),
+        app.router.add_post("/api/ask-eco", ask_eco.ask_eco, name="ask-eco"),
+        app.router.add_post("/api/signal", signals.post_signal, name="signal"),
     ]
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", metrics.metrics)
     app.router.add_get("/api/admin/outbox/stats", admin.outbox_stats)
     app.router.add_get("/api/admin/outbox/dead", admin.outbox_dead)
     app.router.add_post("/api/admin/outbox/requeue", admin.outbox_requeue)

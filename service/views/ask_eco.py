@@ -12,6 +12,7 @@ from aiohttp_sse import EventSourceResponse
 
 from service.interaction import FINISH_CLIENT_DISCONNECT, InteractionRun
 from service.keys import CONFIG, RESPONDER, STREAMS, WRITER
+from service.metrics import OPEN_STREAMS
 from service.payload import read_json
 from service.schemas import AskSchema
 
@@ -66,9 +67,12 @@ async def _stream(
         sep="\n",
         allow_all_methods=True,
         ping_interval=request.app[CONFIG].sse_ping_s,
+        # A client that stops reading is cut off instead of holding the stream (and its buffer) open.
+        send_timeout=request.app[CONFIG].sse_send_timeout_s,
     )
     await response.prepare(request)
     streams.add(run)
+    OPEN_STREAMS.inc()
     sequence = 0
     try:
         async with response, aclosing(run.events()) as events:
@@ -85,4 +89,5 @@ async def _stream(
         await run.complete(FINISH_CLIENT_DISCONNECT)
     finally:
         streams.discard(run)
+        OPEN_STREAMS.dec()
     return response
