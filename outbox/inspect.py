@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import aiopg
-from sqlalchemy import Float, Integer, and_, bindparam, func, literal_column, select, update
+from sqlalchemy import Float, Integer, Text, and_, bindparam, cast, func, literal_column, select, update
 
 from outbox.sqlutil import compile_statement
 from outbox.tables import CHANNEL, DEAD, PENDING, events
@@ -28,8 +28,8 @@ LIST_DEAD = compile_statement(
     select(
         events.c.seq,
         events.c.kind,
-        events.c.key,
-        events.c.interaction_id,
+        cast(events.c.key, Text),
+        cast(events.c.interaction_id, Text),
         events.c.attempts,
         events.c.created_at,
         events.c.dead_at,

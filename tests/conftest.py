@@ -114,6 +114,16 @@ async def client(config: Config, aiohttp_client: Any) -> TestClient:
 
 
 @pytest.fixture
+def make_client(make_config: Callable[..., Config], aiohttp_client: Any) -> Callable[..., Any]:
+    """Build a client on an app with config overrides; torn down before the test's database is dropped."""
+
+    async def build(**overrides: Any) -> TestClient:
+        return await aiohttp_client(create_app(make_config(**overrides)))
+
+    return build
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[aiopg.Pool]:
     """A pool on the test's database, for the tests' own checks."""
     pool = await aiopg.create_pool(database_url, minsize=0, maxsize=4, enable_hstore=False)
