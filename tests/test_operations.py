@@ -1,0 +1,196 @@
+"""Operating the service: health, readiness, metrics, CORS, rate limit, retention, logs, SSE keep-alive."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from loguru import logger
+from prometheus_client.parser import text_string_to_metric_families
+
+from outbox.retention import purge_delivered
+from service.keys import DATABASES, RELAY
+from service.logs import setup_logging
+from tests.helpers import fetch, iter_sse, scalar, wait_for
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+async def scrape(client) -> str:
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    return await resp.text()
+
+
+async def test_healthz_and_readyz(client) -> None:
+    assert (await client.get("/healthz")).status == 200
+    await wait_for(lambda: client.get("/readyz"), lambda r: r.status == 200)
+    assert await (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_readyz_reports_a_stopped_relay_and_pending_migrations(client, db) -> None:
+    await fetch(db, "DELETE FROM public.eco_schema_migrations WHERE version LIKE '002_%%' RETURNING version")
+    await client.app[RELAY].stop()
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    problems = (await resp.json())["problems"]
+    assert "relay not running" in problems
+    assert any("pending migrations: 002_outbox_events" in p for p in problems)
+
+
+async def test_metrics_move_as_signals_flow(client, db) -> None:
+    before = await scrape(client)
+    interaction_id = str(uuid.uuid4())
+    for name in ("view", "copy"):
+        resp = await client.post("/api/signal", json={"interaction_id": interaction_id, "name": name})
+        assert resp.status == 202
+    await wait_for(
+        lambda: scalar(db, "SELECT count(*) FROM eco_outbox.events WHERE attempts >= 1"), lambda n: n == 2
+    )
+    waiting = await scrape(client)
+    assert sample(waiting, "eco_outbox_rows", kind="signal", state="pending") == 2
+    assert sample(waiting, "eco_outbox_oldest_pending_age_seconds", kind="signal") > 0
+    assert sample(waiting, "eco_outbox_retried_total", kind="signal", reason="parent_missing") > sample(
+        before, "eco_outbox_retried_total", kind="signal", reason="parent_missing"
+    )
+    assert sample(
+        waiting, "eco_http_request_seconds_count", method="POST", route="/api/signal", status="202"
+    ) >= 2 + sample(
+        before, "eco_http_request_seconds_count", method="POST", route="/api/signal", status="202"
+    )
+
+    await fetch(db, "INSERT INTO analytics.eco_interactions (id) VALUES (%s) RETURNING id", (interaction_id,))
+    await wait_for(
+        lambda: scalar(
+            db,
+            "SELECT count(*) FROM analytics.eco_passive_signals WHERE interaction_id = %s",
+            (interaction_id,),
+        ),
+        lambda n: n == 2,
+    )
+    after = await scrape(client)
+    assert sample(after, "eco_outbox_rows", kind="signal", state="pending") == 0
+    assert sample(after, "eco_outbox_delivered_total", kind="signal") >= 2 + sample(
+        before, "eco_outbox_delivered_total", kind="signal"
+    )
+    assert sample(after, "eco_outbox_relay_batch_rows_count") > sample(
+        before, "eco_outbox_relay_batch_rows_count"
+    )
+    assert sample(after, "eco_outbox_database_up") == 1
+
+
+async def test_open_streams_gauge_counts_a_live_stream(make_client) -> None:
+    client = await make_client(offline_chunk_delay_ms=200.0)
+    baseline = sample(await scrape(client), "eco_sse_open_streams")
+    resp = await client.post("/api/ask-eco", json={"message": "oi"}, headers={"Accept": "text/event-stream"})
+    events = iter_sse(resp)
+    assert (await anext(events)).event == "prompt_ready"
+    assert sample(await scrape(client), "eco_sse_open_streams") == baseline + 1
+    async for event in events:
+        if event.event == "done":
+            break
+    await wait_for(lambda: scrape(client), lambda text: sample(text, "eco_sse_open_streams") == baseline)
+
+
+async def test_cors_allows_only_configured_origins(make_client) -> None:
+    client = await make_client(cors_origins=("https://eco.example",))
+    preflight = {
+        "Origin": "https://eco.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-eco-interaction-id",
+    }
+    ok = await client.options("/api/signal", headers=preflight)
+    assert ok.status == 200
+    assert ok.headers["Access-Control-Allow-Origin"] == "https://eco.example"
+    assert "X-ECO-INTERACTION-ID" in ok.headers["Access-Control-Allow-Headers"].upper()
+
+    denied = await client.options("/api/signal", headers={**preflight, "Origin": "https://evil.example"})
+    assert denied.status == 403
+    assert "Access-Control-Allow-Origin" not in denied.headers
+
+    resp = await client.post(
+        "/api/ask-eco", json={"message": "oi"}, headers={"Origin": "https://eco.example"}
+    )
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://eco.example"
+    assert "X-Eco-Interaction-Id" in resp.headers["Access-Control-Expose-Headers"]
+
+
+async def test_rate_limit_answers_429_with_retry_after(make_client) -> None:
+    client = await make_client(rate_limit_per_s=1.0, rate_limit_burst=3.0)
+    body = {"interaction_id": str(uuid.uuid4()), "name": "view"}
+    statuses = [
+        (await client.post("/api/signal", json=body, headers={"X-Eco-Guest-Id": "g1"})).status
+        for _ in range(4)
+    ]
+    assert statuses == [202, 202, 202, 429]
+    limited = await client.post("/api/signal", json=body, headers={"X-Eco-Guest-Id": "g1"})
+    assert limited.status == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert (await limited.json())["error"] == "rate_limited"
+    other_guest = await client.post("/api/signal", json=body, headers={"X-Eco-Guest-Id": "g2"})
+    assert other_guest.status == 202
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_retention_purges_old_delivered_rows_in_batches_and_keeps_the_rest(client, db) -> None:
+    await fetch(
+        db,
+        """
+        INSERT INTO eco_outbox.events (kind, key, interaction_id, payload, state, delivered_at, dead_at)
+        SELECT 'signal', gen_random_uuid(), gen_random_uuid(), '{}'::jsonb, state, at, dead_at
+        FROM (VALUES ('delivered', now() - interval '2 days', NULL::timestamptz),
+                     ('delivered', now() - interval '1 minute', NULL),
+                     ('dead', NULL, now() - interval '30 days'),
+                     ('pending', NULL, NULL)) AS v(state, at, dead_at),
+             generate_series(1, 5)
+        RETURNING seq
+        """,
+    )
+    await client.app[RELAY].stop()
+    await fetch(db, "UPDATE eco_outbox.events SET next_attempt_at = now() + interval '1 hour' RETURNING seq")
+    purged = await purge_delivered(client.app[DATABASES].outbox, retention_s=3600, batch=2)
+    assert purged == 5
+    counts = dict(await fetch(db, "SELECT state, count(*) FROM eco_outbox.events GROUP BY state"))
+    assert counts == {"delivered": 5, "dead": 5, "pending": 5}
+
+
+async def test_sse_sends_keepalive_comments(make_client) -> None:
+    client = await make_client(sse_ping_s=0.05, offline_chunk_delay_ms=150.0)
+    resp = await client.post("/api/ask-eco", json={"message": "oi"}, headers={"Accept": "text/event-stream"})
+    lines = []
+    async for raw in resp.content:
+        lines.append(raw.decode().rstrip("\n"))
+        if lines[-1].startswith("event: done"):
+            break
+    assert ": ping" in lines
+
+
+def test_json_logs_carry_context_and_route_stdlib_loggers(capsys) -> None:
+    setup_logging(json_lines=True)
+    try:
+        logger.bind(interaction_id="i-1", signal="s-1", attempt=3, delay_ms=40, code="parent_missing").info(
+            "retry"
+        )
+        logging.getLogger("aiohttp.server").error("from aiohttp")
+    finally:
+        setup_logging(json_lines=False)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    retry = next(line for line in lines if line["message"] == "retry")
+    assert {k: retry[k] for k in ("interaction_id", "signal", "attempt", "delay_ms", "code")} == {
+        "interaction_id": "i-1",
+        "signal": "s-1",
+        "attempt": 3,
+        "delay_ms": 40,
+        "code": "parent_missing",
+    }
+    assert retry["level"] == "INFO"
+    stdlib = next(line for line in lines if line["message"] == "from aiohttp")
+    assert stdlib["level"] == "ERROR" and stdlib["logger"] == "aiohttp.server"
