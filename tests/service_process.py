@@ -1,4 +1,4 @@
-"""Run `python -m service serve` as a real process, the way `make run` does, for tests that signal or kill it."""
+"""Run `python -m service serve` as a real process, as `make run` does, for tests that signal or kill it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SIGTERM on a real service process: streams end with a final event, accepted work is kept, exit is bounded."""
+"""SIGTERM on a real service process: streams end with a final event, accepted work is kept, exit bounded."""
 
 from __future__ import annotations
 
