@@ -98,3 +98,17 @@ async def requeue(pool: aiopg.Pool, seqs: list[int] | None = None) -> list[int]:
             if requeued:
                 await cur.execute(NOTIFY.sql, NOTIFY.params)
     return sorted(requeued)
+
+
+PURGE_DEAD_SQL = f"""
+DELETE FROM eco_outbox.events
+WHERE state = '{DEAD}' AND dead_at < now() - %(older_than_s)s * interval '1 second'
+RETURNING seq
+"""
+
+
+async def purge_dead(pool: aiopg.Pool, older_than_s: float) -> int:
+    """Delete dead letters that died more than `older_than_s` ago: the explicit end of a dead letter."""
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(PURGE_DEAD_SQL, {"older_than_s": older_than_s})
+        return len(await cur.fetchall())

@@ -15,11 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="serve the HTTP API (default)")
     commands.add_parser("migrate", help="apply pending migrations and exit")
     outbox = commands.add_parser("outbox", help="inspect the outbox and requeue dead letters")
-    outbox.add_argument("action", choices=("stats", "dead", "requeue"))
+    outbox.add_argument("action", choices=("stats", "dead", "requeue", "purge-dead"))
     outbox.add_argument("seqs", nargs="*", type=int, help="requeue: the outbox seq numbers to requeue")
     outbox.add_argument("--all", action="store_true", help="requeue: every dead letter")
     outbox.add_argument("--limit", type=int, default=100, help="dead: how many to list")
     outbox.add_argument("--after-seq", type=int, default=0, help="dead: list those after this seq")
+    outbox.add_argument(
+        "--older-than-s", type=float, default=7 * 24 * 3600, help="purge-dead: dead for longer than this"
+    )
     args = parser.parse_args(argv)
     config = Config.from_env()
 
@@ -40,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(
             run_outbox(
-                config, args.action, limit=args.limit, after_seq=args.after_seq, seqs=args.seqs, all_=args.all
+                config,
+                args.action,
+                limit=args.limit,
+                after_seq=args.after_seq,
+                seqs=args.seqs,
+                all_=args.all,
+                older_than_s=args.older_than_s,
             )
         )
     parser.print_help()

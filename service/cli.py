@@ -25,9 +25,16 @@ async def run_migrate(config: Config) -> int:
 
 
 async def run_outbox(
-    config: Config, action: str, *, limit: int, after_seq: int, seqs: list[int], all_: bool
+    config: Config,
+    action: str,
+    *,
+    limit: int,
+    after_seq: int,
+    seqs: list[int],
+    all_: bool,
+    older_than_s: float,
 ) -> int:
-    """`python -m service outbox stats|dead|requeue`: the admin endpoints' answers, printed as JSON."""
+    """`python -m service outbox stats|dead|requeue|purge-dead`: the admin endpoints' answers, as JSON."""
     databases = await open_databases(config)
     try:
         # As `serve` does: the outbox tables exist before anyone asks about them.
@@ -37,6 +44,8 @@ async def run_outbox(
         elif action == "dead":
             letters = await inspect.list_dead(databases.outbox, limit=limit, after_seq=after_seq)
             document = [dead_letter_document(letter) for letter in letters]
+        elif action == "purge-dead":
+            document = {"purged": await inspect.purge_dead(databases.outbox, older_than_s)}
         else:
             if bool(seqs) == all_:
                 print("requeue: give SEQ numbers or --all", file=sys.stderr)

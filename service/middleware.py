@@ -23,35 +23,33 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        response = error_response(
-            exc.status, exc.error, exc.message, details=exc.details, headers=exc.headers
-        )
+        error = exc
     except ValidationError as exc:
-        response = error_response(
+        error = ApiError(
             422, "validation_failed", "the request does not match the schema", details=details_of(exc)
         )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-        response = error_response(exc.status, code_for(exc), exc.reason, headers=headers)
+        error = ApiError(exc.status, code_for(exc), exc.reason, headers=headers)
     except (DatabaseUnavailable, *CONNECTION_ERRORS) as exc:
-        logger.bind(code="db_unavailable").warning(
-            "{} {}: database unavailable: {}", request.method, request.path, exc
-        )
-        retry_after = request.app[CONFIG].retry_after_s
-        response = error_response(
+        logger.bind(code="db_unavailable").warning("database unavailable: {}", exc)
+        error = ApiError(
             503,
             "database_unavailable",
             "the database is unavailable; retry later",
-            headers={"Retry-After": str(retry_after)},
+            headers={"Retry-After": str(request.app[CONFIG].retry_after_s)},
         )
     except Exception:
         logger.bind(code="internal_error").exception("{} {} failed", request.method, request.path)
-        response = error_response(500, "internal_error", "an unexpected error occurred")
-    if response.status >= 500 or response.status in (413, 415, 429):
-        logger.bind(code=response.status).info("{} {} -> {}", request.method, request.path, response.status)
-    return response
+        error = ApiError(500, "internal_error", "an unexpected error occurred")
+    logger.bind(code=error.error, interaction_id=request.headers.get("X-Eco-Interaction-Id")).info(
+        "{} {} -> {}: {}", request.method, request.path, error.status, error.message
+    )
+    return error_response(
+        error.status, error.error, error.message, details=error.details, headers=error.headers
+    )
 
 
 def client_of(request: web.Request) -> str:
@@ -63,7 +61,7 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
     if request.match_info.route.name in RATE_LIMITED_ROUTES:
         wait_s = request.app[RATE_LIMITER].acquire(client_of(request))
         if wait_s > 0:
-            return error_response(
+            raise ApiError(
                 429,
                 "rate_limited",
                 "too many requests from this client; slow down",

@@ -40,6 +40,7 @@ def setup_routes(app: web.Application, config: Config) -> None:
     app.router.add_get("/api/admin/outbox/stats", admin.outbox_stats)
     app.router.add_get("/api/admin/outbox/dead", admin.outbox_dead)
     app.router.add_post("/api/admin/outbox/requeue", admin.outbox_requeue)
+    app.router.add_post("/api/admin/outbox/purge-dead", admin.outbox_purge_dead)
     setup_cors(app, config, api)
 
 

@@ -136,3 +136,16 @@ async def test_cli_stats_dead_and_requeue(make_client, db, database_url) -> None
 
     code, out = await run_cli(database_url, "requeue", "--all")
     assert code == 0 and json.loads(out) == {"requeued": [item["seq"]], "count": 1}
+
+
+async def test_dead_letters_are_kept_until_purged_explicitly(make_client, db, database_url) -> None:
+    client = await admin_client(make_client)
+    _, signal_id = await dead_signal(client, db)
+    keep = await client.post("/api/admin/outbox/purge-dead", headers=AUTH, json={"older_than_s": 3600})
+    assert await keep.json() == {"purged": 0}
+    assert await scalar(db, "SELECT state FROM eco_outbox.events WHERE key = %s", (signal_id,)) == "dead"
+    assert (await client.post("/api/admin/outbox/purge-dead", headers=AUTH, json={})).status == 422
+
+    code, out = await run_cli(database_url, "purge-dead", "--older-than-s", "0")
+    assert code == 0 and json.loads(out) == {"purged": 1}
+    assert await scalar(db, "SELECT count(*) FROM eco_outbox.events WHERE key = %s", (signal_id,)) == 0

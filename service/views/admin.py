@@ -68,6 +68,10 @@ class RequeueSchema(Schema):
             )
 
 
+class PurgeDeadSchema(Schema):
+    older_than_s = fields.Float(required=True, validate=validate.Range(min=0))
+
+
 async def outbox_stats(request: web.Request) -> web.Response:
     require_admin(request)
     return web.json_response(stats_document(await inspect.stats(request.app[DATABASES].outbox)))
@@ -90,3 +94,10 @@ async def outbox_requeue(request: web.Request) -> web.Response:
     body = RequeueSchema().load(await read_json(request, ADMIN_BODY_BYTES))
     requeued = await inspect.requeue(request.app[DATABASES].outbox, None if body["all"] else body["seqs"])
     return web.json_response({"requeued": requeued, "count": len(requeued)})
+
+
+async def outbox_purge_dead(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = PurgeDeadSchema().load(await read_json(request, ADMIN_BODY_BYTES))
+    purged = await inspect.purge_dead(request.app[DATABASES].outbox, body["older_than_s"])
+    return web.json_response({"purged": purged})
