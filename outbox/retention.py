@@ -7,6 +7,7 @@ import asyncio
 import aiopg
 from loguru import logger
 
+from outbox.background import BackgroundTask
 from outbox.errors import CONNECTION_ERRORS
 from outbox.tables import DELIVERED
 
@@ -35,24 +36,17 @@ async def purge_delivered(pool: aiopg.Pool, retention_s: float, batch: int) -> i
         await asyncio.sleep(0)
 
 
-class Purger:
+class Purger(BackgroundTask):
     """Runs `purge_delivered` every `interval_s` until stopped."""
 
+    task_name = "outbox-purger"
+
     def __init__(self, pool: aiopg.Pool, retention_s: float, batch: int, interval_s: float = 60.0) -> None:
+        super().__init__()
         self._pool = pool
         self._retention_s = retention_s
         self._batch = batch
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-purger")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
 
     async def _run(self) -> None:
         while True:

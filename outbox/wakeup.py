@@ -12,11 +12,14 @@ from collections.abc import Callable
 import aiopg
 from loguru import logger
 
+from outbox.background import BackgroundTask
 from outbox.errors import CONNECTION_ERRORS
 from outbox.tables import CHANNEL
 
 
-class NotifyListener:
+class NotifyListener(BackgroundTask):
+    task_name = "outbox-listener"
+
     def __init__(
         self,
         dsn: str,
@@ -27,23 +30,14 @@ class NotifyListener:
         reconnect_min_s: float = 0.1,
         reconnect_max_s: float = 5.0,
     ) -> None:
+        super().__init__()
         self._dsn = dsn
         self._on_notify = on_notify
         self._channel = channel
         self._timeout_s = timeout_s
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
-        self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-listener")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
 
     async def _run(self) -> None:
         delay_s = self._reconnect_min_s
