@@ -33,6 +33,15 @@ async def wait_for(
         await asyncio.sleep(interval_s)
 
 
+def probe(get: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    """Wrap a plain getter (an in-process count, a task set) for `wait_for`."""
+
+    async def run() -> T:
+        return get()
+
+    return run
+
+
 async def fetch(pool: aiopg.Pool, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute(sql, params)
@@ -42,6 +51,11 @@ async def fetch(pool: aiopg.Pool, sql: str, params: Any = None) -> list[tuple[An
 async def scalar(pool: aiopg.Pool, sql: str, params: Any = None) -> Any:
     rows = await fetch(pool, sql, params)
     return rows[0][0] if rows else None
+
+
+async def insert_interaction(pool: aiopg.Pool, interaction_id: str) -> None:
+    """Write a parent row straight into the target, as another writer (the ECO backend) would."""
+    await fetch(pool, "insert into analytics.eco_interactions (id) values (%s)", (interaction_id,))
 
 
 @dataclass
