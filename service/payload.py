@@ -1,7 +1,8 @@
 """Reading a JSON body safely: content type, size, syntax, and text Postgres can store.
 
 Checked here, once, before any schema: a NUL or a lone surrogate would be rejected by Postgres only when the
-row is written, NaN and Infinity are not JSON, and a body nested thousands deep overflows the parser.
+row is written, NaN and Infinity are not JSON, and a body nested thousands deep overflows the parser (a 422,
+like any nesting beyond the limits).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError as exc:
-        raise ApiError(400, "malformed_json", "the body is nested too deeply") from exc
+        # Valid JSON, only deeper than any limit allows: a limit violation (422), as a shallower excess is.
+        raise validation_failed({"_schema": ["nested too deeply"]}) from exc
     except ValueError as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
 
