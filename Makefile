@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The browser tests drive Debian's Chromium with Playwright (never `playwright install`: it downloads).
+CHROMIUM := /usr/bin/chromium
 export PYTHONPATH := $(CURDIR)
 
 # setup.cfg is the one list of dependencies; pip cannot install a setup.cfg-only tree, so read it here.
@@ -31,8 +33,12 @@ run: $(STAMP)
 migrate: $(STAMP)
 	$(PY) -m service migrate
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 bench: $(STAMP)
 	$(PY) -m tests.bench $(BENCH_ARGS)

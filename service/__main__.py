@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     outbox.add_argument(
         "--older-than-s", type=float, default=7 * 24 * 3600, help="purge-dead: dead for longer than this"
     )
+    ask = commands.add_parser("ask", help="stream a reply from a running service to the terminal")
+    ask.add_argument("message")
+    ask.add_argument("--url", help="the service (default: http://ECO_HOST:ECO_PORT)")
+    ask.add_argument("--timeout-s", type=float, default=60.0, help="longest wait for the next byte")
     args = parser.parse_args(argv)
     config = Config.from_env()
 
@@ -34,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(config)
         return 0
+    if args.command == "ask":
+        from service.client import run_ask
+
+        return run_ask(args.url or f"http://{config.host}:{config.port}", args.message, args.timeout_s)
     if args.command == "migrate":
         from service.cli import run_migrate
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -75,7 +75,11 @@ class OfflineResponder:
 
 
 class OpenAIResponder:
-    """Streams from an OpenAI-compatible `/chat/completions` endpoint (`stream: true`, `data:` lines)."""
+    """Streams from an OpenAI-compatible `/chat/completions` endpoint (`stream: true`, `data:` lines).
+
+    Every failure becomes a `ResponderError` with a stable code, so the client gets an SSE `error` event and
+    never a stack trace: the status, a malformed or truncated stream, an unreachable host, a stall.
+    """
 
     name = "openai"
 
@@ -88,7 +92,7 @@ class OpenAIResponder:
             self._url += "/chat/completions"
         self._api_key = api_key
         self._model = model
-        # The whole reply may take long; what must not is the wait for each next piece.
+        # The whole reply may take long; what must not is the connect, nor the wait for each next piece.
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
@@ -105,35 +109,103 @@ class OpenAIResponder:
                 self._url, json=body, headers=headers, timeout=self._timeout
             ) as resp:
                 if resp.status != 200:
-                    raise ResponderError("upstream_status", f"the language model answered HTTP {resp.status}")
+                    raise _status_error(resp.status)
+                if resp.content_type == "application/json":
+                    # A backend that ignores `stream: true` answers with the whole completion at once.
+                    yield _message_content(await resp.read())
+                    return
                 async for piece in _openai_deltas(resp.content):
                     yield piece
         except TimeoutError as exc:
             raise ResponderError("upstream_timeout", "the language model did not answer in time") from exc
         except aiohttp.ClientError as exc:
             raise ResponderError("upstream_unreachable", "the language model could not be reached") from exc
+        except ValueError as exc:
+            # aiohttp's reader refuses a line longer than its buffer.
+            raise ResponderError("upstream_malformed", "the language model sent a malformed event") from exc
+
+
+def _status_error(status: int) -> ResponderError:
+    if status in (401, 403):
+        return ResponderError("upstream_auth", f"the language model refused the credentials (HTTP {status})")
+    if status == 429:
+        return ResponderError("upstream_rate_limited", "the language model is rate limiting (HTTP 429)")
+    return ResponderError("upstream_status", f"the language model answered HTTP {status}")
+
+
+def _malformed() -> ResponderError:
+    return ResponderError("upstream_malformed", "the language model sent a malformed event")
+
+
+def _decode(data: str | bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _malformed() from exc
+    if not isinstance(event, dict):
+        raise _malformed()
+    if "error" in event:
+        raise ResponderError("upstream_error", "the language model reported an error")
+    return event
+
+
+def _choices(event: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = event.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+        raise _malformed()
+    return choices
+
+
+def _message_content(raw: bytes) -> str:
+    for choice in _choices(_decode(raw)):
+        message = choice.get("message")
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            return message["content"]
+    raise _malformed()
+
+
+def _deltas(event: dict[str, Any]) -> tuple[list[str], bool]:
+    """The text pieces of one chunk, and whether it carries a finish_reason."""
+    pieces: list[str] = []
+    finished = False
+    for choice in _choices(event):
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise _malformed()
+        content = delta.get("content")
+        if content is not None and not isinstance(content, str):
+            raise _malformed()
+        if content:
+            pieces.append(content)
+        finished = finished or bool(choice.get("finish_reason"))
+    return pieces, finished
 
 
 async def _openai_deltas(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """Parse the SSE body: `data:` lines (one event may span several), a blank line ends an event, and
+    `data: [DONE]` ends the stream. A stream cut off before [DONE] or a finish_reason is an error."""
+    data_lines: list[str] = []
+    finished = False
     async for raw in content:
-        line = raw.decode("utf-8", errors="replace").strip()
-        if not line.startswith("data:"):
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if line:
+            field, _, value = line.partition(":")
+            if field == "data":
+                data_lines.append(value[1:] if value.startswith(" ") else value)
             continue
-        data = line[5:].strip()
-        if data == "[DONE]":
+        if not data_lines:
+            continue
+        data, data_lines = "\n".join(data_lines), []
+        if data.strip() == "[DONE]":
             return
-        try:
-            event = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise ResponderError("upstream_malformed", "the language model sent a malformed event") from exc
-        if not isinstance(event, dict):
-            raise ResponderError("upstream_malformed", "the language model sent a malformed event")
-        if "error" in event:
-            raise ResponderError("upstream_error", "the language model reported an error")
-        for choice in event.get("choices") or []:
-            delta = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
-            if isinstance(delta, str) and delta:
-                yield delta
+        pieces, done = _deltas(_decode(data))
+        finished = finished or done
+        for piece in pieces:
+            yield piece
+    if data_lines and "\n".join(data_lines).strip() == "[DONE]":
+        return
+    if not finished:
+        raise ResponderError("upstream_truncated", "the language model's stream ended before it finished")
 
 
 def build_responder(config: Config, session: aiohttp.ClientSession | None) -> Responder:

@@ -1,0 +1,31 @@
+"""GET /api/interactions/{interaction_id}/signals: where an interaction's signals are, live from the
+outbox."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from outbox.status import interaction_status
+from service.api_schemas import InteractionSignalsSchema
+from service.errors import ApiError, validation_failed
+from service.keys import DATABASES
+
+_DOCUMENT = InteractionSignalsSchema()
+
+
+async def interaction_signals(request: web.Request) -> web.Response:
+    """Each signal's id, name, state (pending, delivered, dead) and attempts; 404 when the outbox knows
+    nothing of the interaction (never asked here, or its rows were purged after the retention period)."""
+    try:
+        interaction_id = uuid.UUID(request.match_info["interaction_id"])
+    except ValueError as exc:
+        raise validation_failed({"interaction_id": ["Not a valid UUID."]}) from exc
+    status = await interaction_status(request.app[DATABASES].outbox, interaction_id)
+    if not status.interaction and not status.signals:
+        raise ApiError(404, "not_found", "the outbox holds no rows for this interaction")
+    document = _DOCUMENT.dump(
+        {"interaction_id": interaction_id, "interaction": status.interaction, "signals": status.signals}
+    )
+    return web.json_response(document, headers={"Cache-Control": "no-store"})
