@@ -143,6 +143,17 @@ class InteractionRun:
                 "error",
                 {"type": "error", "code": FINISH_SHUTDOWN, "message": "the server is shutting down"},
             )
+        except Exception:
+            # A responder bug must still end the stream (error, then done) and complete the interaction;
+            # left to the middleware, the client would wait on an open stream that never ends.
+            self.finish_reason = FINISH_ERROR
+            logger.bind(interaction_id=str(self.interaction_id), code="responder_failed").exception(
+                "responder crashed"
+            )
+            yield (
+                "error",
+                {"type": "error", "code": "responder_failed", "message": "the reply could not be produced"},
+            )
         finally:
             await stream.aclose()
         total_ms = self._since_start_ms()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from service.config import Config
 
@@ -120,8 +121,8 @@ class OpenAIResponder:
             raise ResponderError("upstream_timeout", "the language model did not answer in time") from exc
         except aiohttp.ClientError as exc:
             raise ResponderError("upstream_unreachable", "the language model could not be reached") from exc
-        except ValueError as exc:
-            # aiohttp's reader refuses a line longer than its buffer.
+        except (HttpProcessingError, ValueError) as exc:
+            # aiohttp's reader refuses a line longer than its buffer (LineTooLong) or a broken HTTP message.
             raise ResponderError("upstream_malformed", "the language model sent a malformed event") from exc
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from service.config import Config
-from service.responder import OfflineResponder, OpenAIResponder, build_responder
+from service.keys import RESPONDER
+from service.responder import ChatMessage, OfflineResponder, OpenAIResponder, build_responder
 from tests.helpers import fetch, read_sse, wait_for
 
 SSE = {"Accept": "text/event-stream"}
@@ -27,6 +28,7 @@ PIECES = ("Olá", ", tudo", " bem?")
 # Pacing between the chunks of the endless stream, so that the test client can leave in the middle of it.
 ENDLESS_CHUNK_GAP_S = 0.01
 ENDLESS_MAX_CHUNKS = 2000
+OVERLONG_LINE_BYTES = 4 * 1024 * 1024
 
 
 def chunk(content: str | None = None, finish_reason: str | None = None, **delta: Any) -> bytes:
@@ -86,6 +88,10 @@ class FakeLLM:
 
     async def wrong_shape(self, request: web.Request) -> web.StreamResponse:
         return await self.sse(request, chunk(PIECES[0]), b'data: {"choices": [{"delta": "text"}]}\n\n', DONE)
+
+    async def overlong_line(self, request: web.Request) -> web.StreamResponse:
+        """A line far past the client's read buffer: refused, not buffered without bound."""
+        return await self.sse(request, chunk(PIECES[0]), b"data: " + b"x" * OVERLONG_LINE_BYTES + b"\n\n")
 
     async def truncated(self, request: web.Request) -> web.StreamResponse:
         return await self.sse(request, chunk(PIECES[0]), chunk(PIECES[1]))
@@ -208,6 +214,7 @@ async def test_error_status_is_an_error_event(
         ("malformed", "upstream_malformed"),
         ("wrong_shape", "upstream_malformed"),
         ("truncated", "upstream_truncated"),
+        ("overlong_line", "upstream_malformed"),
         ("in_band_error", "upstream_error"),
         ("stall", "upstream_timeout"),
     ],
@@ -273,3 +280,40 @@ def test_url_gets_the_chat_completions_path() -> None:
     for url in ("http://h/v1", "http://h/v1/", "http://h/v1/chat/completions"):
         responder = OpenAIResponder(None, url, None, MODEL, 1.0)  # type: ignore[arg-type]
         assert responder._url == "http://h/v1/chat/completions"
+
+
+class CrashingResponder:
+    """A responder with a bug: one piece, then an exception that is not a ResponderError."""
+
+    name = "crashing"
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        yield PIECES[0]
+        raise RuntimeError("a bug in the responder")
+
+
+async def test_a_crashing_responder_still_ends_the_stream(
+    make_config: Callable[..., Config], aiohttp_client: Any, db: Any
+) -> None:
+    """Not only the backend's failures: any exception ends the stream with error then done, and the
+    interaction is completed, instead of a stream that stays open with no end."""
+    app = create_app(make_config())
+
+    async def crashing(app: web.Application) -> AsyncIterator[None]:
+        app[RESPONDER] = CrashingResponder()
+        yield
+
+    app.cleanup_ctx.append(crashing)
+    iid, events = await ask(await aiohttp_client(app))
+    assert [event.event for event in events] == [
+        "prompt_ready",
+        "first_token",
+        "chunk",
+        "error",
+        "latency",
+        "done",
+    ]
+    assert events[3].data["code"] == "responder_failed"
+    assert "bug" not in events[3].data["message"]
+    assert events[-1].data["meta"]["finishReason"] == "error"
+    assert await finish_reason_in_target(db, iid) == "error"
