@@ -44,7 +44,10 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     databases = app[DATABASES]
     relay = Relay(databases.outbox, databases.target, config.relay)
     writer = OutboxWriter(
-        databases.outbox, max_rows=config.intake_batch_max_rows, wait_ms=config.intake_batch_wait_ms
+        databases.outbox,
+        max_rows=config.intake_batch_max_rows,
+        wait_ms=config.intake_batch_wait_ms,
+        flushers=config.intake_flushers,
     )
     listener = NotifyListener(databases.outbox_dsn, relay.wake, timeout_s=config.db_timeout_s)
     purger = Purger(databases.outbox, config.relay.retention_s, config.relay.purge_batch)

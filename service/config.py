@@ -73,6 +73,8 @@ class Limits:
 class Config:
     host: str = "127.0.0.1"
     port: int = 3001
+    # Service processes sharing the port (SO_REUSEPORT), each with the whole app, relay included.
+    workers: int = 1
     database_url: str | None = None
     target_database_url: str | None = None
     data_dir: Path = PROJECT_DIR / ".eco-data"
@@ -81,6 +83,7 @@ class Config:
     retry_after_s: int = 2
     intake_batch_max_rows: int = 500
     intake_batch_wait_ms: float = 0.0
+    intake_flushers: int = 2
     relay: RelaySettings = field(default_factory=RelaySettings)
     sse_ping_s: float = 15.0
     offline_chunk_delay_ms: float = 10.0
@@ -107,6 +110,7 @@ class Config:
         return cls(
             host=env.get("ECO_HOST", defaults.host),
             port=_int(env, "ECO_PORT", defaults.port),
+            workers=_int(env, "ECO_WORKERS", defaults.workers, minimum=1),
             database_url=env.get("DATABASE_URL") or None,
             target_database_url=env.get("TARGET_DATABASE_URL") or None,
             data_dir=Path(env.get("ECO_DATA_DIR") or defaults.data_dir).expanduser().resolve(),
@@ -117,12 +121,14 @@ class Config:
                 env, "ECO_INTAKE_BATCH_MAX_ROWS", defaults.intake_batch_max_rows, minimum=1
             ),
             intake_batch_wait_ms=_float(env, "ECO_INTAKE_BATCH_WAIT_MS", defaults.intake_batch_wait_ms),
+            intake_flushers=_int(env, "ECO_INTAKE_FLUSHERS", defaults.intake_flushers, minimum=1),
             relay=RelaySettings(
                 batch_size=_int(env, "ECO_RELAY_BATCH", relay_defaults.batch_size, minimum=1),
                 poll_s=_float(env, "ECO_RELAY_POLL_S", relay_defaults.poll_s, minimum=0.01),
                 max_attempts=_int(env, "ECO_RELAY_MAX_ATTEMPTS", relay_defaults.max_attempts, minimum=1),
                 max_age_s=_float(env, "ECO_RELAY_MAX_AGE_S", relay_defaults.max_age_s, minimum=0.0),
                 workers=_int(env, "ECO_RELAY_WORKERS", relay_defaults.workers, minimum=0),
+                coalesce_ms=_float(env, "ECO_RELAY_COALESCE_MS", relay_defaults.coalesce_ms),
                 retention_s=_float(env, "ECO_OUTBOX_RETENTION_S", relay_defaults.retention_s),
                 purge_batch=_int(env, "ECO_OUTBOX_PURGE_BATCH", relay_defaults.purge_batch, minimum=1),
                 backoff=Backoff(

