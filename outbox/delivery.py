@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import psycopg2.errors
 from aiopg import Cursor
 
+from outbox.sqlutil import savepoint
+
 INTERACTION_COLUMNS = """
     id uuid, user_id uuid, session_id text, message_id text, prompt_hash text, module_combo text[],
     tokens_in int, tokens_out int, latency_ms int, created_at timestamptz, meta jsonb
@@ -98,7 +100,7 @@ async def deliver_completions(cur: Cursor, keys: Sequence[str], payloads: Sequen
 
 async def deliver_signals(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
     try:
-        async with cur.begin_nested():
+        async with savepoint(cur, "deliver_signals"):
             await cur.execute(INSERT_SIGNALS_SQL, {"rows": _rows_json(payloads)})
             written = {row[0] for row in await cur.fetchall()}
     except psycopg2.errors.ForeignKeyViolation:

@@ -1,10 +1,14 @@
-"""Running SQLAlchemy Core statements on aiopg: compile once with the psycopg2 dialect, execute the string."""
+"""Running SQLAlchemy Core statements on aiopg: compile once with the psycopg2 dialect, execute the string;
+and transactions that survive a dead connection quietly."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from aiopg import Cursor
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import ClauseElement
 
@@ -25,3 +29,34 @@ class Compiled:
 def compile_statement(stmt: ClauseElement) -> Compiled:
     compiled = stmt.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
     return Compiled(compiled.string, dict(compiled.params))
+
+
+@asynccontextmanager
+async def transaction(cur: Cursor) -> AsyncIterator[None]:
+    """BEGIN, then COMMIT, or ROLLBACK on error, on an aiopg (autocommit) cursor.
+
+    Not `cur.begin()`: when its BEGIN fails on a connection the server has dropped (a pooled connection
+    after a database restart), aiopg's Transaction stays marked open and warns (ResourceWarning) when it is
+    collected, long after and anywhere. Here the error is raised and nothing is left behind.
+    """
+    await cur.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        if not cur.closed:
+            await cur.execute("ROLLBACK")
+        raise
+    await cur.execute("COMMIT")
+
+
+@asynccontextmanager
+async def savepoint(cur: Cursor, name: str) -> AsyncIterator[None]:
+    """A nested transaction inside `transaction()`: an error undoes only what ran inside it."""
+    await cur.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        if not cur.closed:
+            await cur.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        raise
+    await cur.execute(f"RELEASE SAVEPOINT {name}")

@@ -23,6 +23,7 @@ from service.config import Limits
 from service.responder import ChatMessage
 
 SIGNAL_NAME = validate.Regexp(r"^[A-Za-z0-9_.:\-]+$", error="may only hold letters, digits and _ . : -")
+HEADER_SAFE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="must not contain control characters")
 
 
 class FiniteFloat(fields.Float):
@@ -131,7 +132,10 @@ class AskSchema(Schema):
     text = fields.String()
     mensagem = fields.String()
     messages = fields.List(fields.Nested(ChatMessageSchema), validate=validate.Length(min=1, max=200))
-    client_message_id = fields.String(allow_none=True, validate=validate.Length(min=1, max=128))
+    # Echoed back in the X-Eco-Client-Message-Id header, where a control character cannot go.
+    client_message_id = fields.String(
+        allow_none=True, validate=[validate.Length(min=1, max=128), HEADER_SAFE]
+    )
     user_id = fields.UUID(allow_none=True)
     stream = fields.Boolean(allow_none=True)
 
