@@ -1,0 +1,90 @@
+"""ECO_WORKERS=2: `python -m service serve` runs two worker processes on one port, both serving and both
+relaying, and SIGTERM stops them all cleanly."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+
+import aiohttp
+import aiopg
+import pytest
+
+from tests.helpers import insert_interaction, scalar, wait_for
+from tests.service_process import ServiceProcess
+
+STOP_TIMEOUT_S = 30.0
+SIGNALS = 40
+
+
+def children_of(pid: int) -> set[int]:
+    """Live worker processes started by `pid` (multiprocessing's spawned children), from /proc."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != pid or fields[0] == "Z":
+                continue
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if b"spawn_main" in cmdline:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+@pytest.mark.slow
+async def test_two_workers_serve_relay_and_stop_on_sigterm(
+    database_url: str, db: aiopg.Pool, tmp_path: Path
+) -> None:
+    service = ServiceProcess(
+        {"DATABASE_URL": database_url, "ECO_WORKERS": "2", "ECO_RATE_LIMIT_PER_S": "0"},
+        tmp_path / "service.log",
+    )
+    await service.start()
+    try:
+        assert service.process is not None
+        workers = await wait_for(
+            lambda: _children(service.process.pid), lambda pids: len(pids) == 2, timeout_s=30
+        )
+        # Each worker runs the whole app: its own NOTIFY listener for its own relay.
+        await wait_for(
+            lambda: scalar(
+                db,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE 'LISTEN%%'",
+            ),
+            lambda count: count == 2,
+            timeout_s=30,
+        )
+        interaction_id = str(uuid.uuid4())
+        await insert_interaction(db, interaction_id)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(SIGNALS):
+                # A new connection each time, so that the kernel spreads them over both workers.
+                async with session.post(
+                    f"{service.url}/api/signal",
+                    json={"interaction_id": interaction_id, "name": "view"},
+                    headers={"Connection": "close"},
+                ) as response:
+                    assert response.status == 202
+        await wait_for(
+            lambda: scalar(db, "SELECT count(*) FROM analytics.eco_passive_signals"),
+            lambda count: count == SIGNALS,
+            timeout_s=30,
+        )
+        service.send(signal.SIGTERM)
+        assert await service.wait(STOP_TIMEOUT_S) == 0
+        assert not children_of(service.process.pid) & workers
+        assert not any(alive(pid) for pid in workers), service.log()[-2000:]
+    finally:
+        await service.stop()
+
+
+async def _children(pid: int) -> set[int]:
+    return children_of(pid)
