@@ -4,7 +4,10 @@ database cloned from it for every test; the app is built by the same factory tha
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -46,8 +49,14 @@ def start_server(directory: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return os.environ.get("DATABASE_URL") or start_server(tmp_path_factory.mktemp("embedded"))
+def server_dsn() -> str:
+    if url := os.environ.get("DATABASE_URL"):
+        return url
+    # Not under tmp_path: pytest resets its base folder to mode 0700 when another session starts, and the
+    # server runs as its own user. Registered before the server, the removal runs after its atexit stop.
+    directory = Path(tempfile.mkdtemp(prefix="eco-test-pg-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return start_server(directory)
 
 
 async def _migrate(dsn: str) -> None:
