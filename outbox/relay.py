@@ -24,7 +24,7 @@ from outbox import delivery, metrics
 from outbox.backoff import Backoff
 from outbox.errors import CONNECTION_ERRORS
 from outbox.events import DELIVERY_ORDER, Kind
-from outbox.sqlutil import compile_statement
+from outbox.sqlutil import compile_statement, transaction
 from outbox.tables import DEAD, DELIVERED, PENDING, events
 
 
@@ -236,7 +236,7 @@ class Relay:
         started = time.perf_counter()
         outcome = BatchOutcome()
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
-            async with cur.begin():
+            async with transaction(cur):
                 await cur.execute(CLAIM.sql, CLAIM.bind(limit=self._settings.batch_size))
                 rows = [ClaimedRow(*row) for row in await cur.fetchall()]
                 if not rows:
@@ -257,7 +257,7 @@ class Relay:
             by_kind[Kind(row.kind)].append(row)
         results: dict[Kind, delivery.DeliveryResult] = {}
         async with self._target.acquire() as conn, conn.cursor() as cur:
-            async with cur.begin():
+            async with transaction(cur):
                 for kind in DELIVERY_ORDER:
                     if kind in by_kind:
                         batch = by_kind[kind]
