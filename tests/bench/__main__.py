@@ -138,7 +138,8 @@ async def run(settings: BenchSettings, scratch: Path, server: str, source: str) 
         f"intake: closed loop, {settings.connections} keep-alive connections from a separate load-generator "
         f"process, {settings.intake_s:g} s measured after {settings.warmup_s:g} s of warm-up; the relay runs "
         "meanwhile and the parents exist",
-        "relay: the service's Relay with its configured settings draining the backlog, parents present",
+        f"relay: the service's Relay in the bench process ({relay.loops} loops, batches of "
+        f"{relay.batch_size}) draining the backlog; every parent exists",
         f"202 -> row: open loop over 16 connections for {settings.e2e_s:g} s; the row's time is stamped "
         "at its commit by a deferred trigger",
         f"prompt_ready: {settings.asks} SSE streams, 4 at a time, offline responder",

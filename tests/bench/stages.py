@@ -53,6 +53,8 @@ class RelayRun:
     rows: int
     seconds: float
     delivered: int
+    loops: int
+    batch_size: int
 
     @property
     def per_s(self) -> float:
@@ -141,7 +143,7 @@ async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings) -> RelayRun
             each.close()
             await each.wait_closed()
     delivered = int(await database.scalar(pool, "SELECT count(*) FROM analytics.eco_passive_signals"))  # type: ignore[arg-type]
-    return RelayRun(settings.backlog, seconds, delivered)
+    return RelayRun(settings.backlog, seconds, delivered, config.relay.workers, config.relay.batch_size)
 
 
 async def end_to_end(pool: aiopg.Pool, server: processes.Server, settings: BenchSettings) -> Latency:
