@@ -15,32 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import aiopg
-import psycopg2
 import pytest
 from aiohttp.test_utils import TestClient
-from psycopg2.extensions import make_dsn, parse_dsn
+from psycopg2.extensions import make_dsn
 
 from outbox.backoff import Backoff
 from outbox.relay import RelaySettings
-from service import migrations
 from service.app import create_app
 from service.config import Config
-from service.database import Databases, create_pool
 from service.embedded import start_embedded_postgres
+from tests.pg import admin, drop_database, migrate
 
 # Fast retries and polls keep the suite short; the logic under test is the same as with the defaults.
 TEST_RELAY = RelaySettings(poll_s=0.2, max_attempts=20, backoff=Backoff(base_ms=10, cap_ms=200))
-
-
-def _admin(dsn: str, *statements: str) -> None:
-    conn = psycopg2.connect(dsn)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-    finally:
-        conn.close()
 
 
 def start_server(directory: Path) -> str:
@@ -59,20 +46,10 @@ def server_dsn() -> str:
     return start_server(directory)
 
 
-async def _migrate(dsn: str) -> None:
-    config = Config()
-    pool = await create_pool(dsn, config)
-    try:
-        await migrations.migrate_databases(Databases(dsn, dsn, pool, pool))
-    finally:
-        pool.close()
-        await pool.wait_closed()
-
-
 def create_template(server: str) -> str:
     name = f"eco_template_{os.getpid()}"
-    _admin(server, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
-    asyncio.run(_migrate(make_dsn(server, dbname=name)))
+    admin(server, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
+    asyncio.run(migrate(make_dsn(server, dbname=name)))
     return name
 
 
@@ -80,19 +57,13 @@ def create_template(server: str) -> str:
 def template_db(server_dsn: str) -> Iterator[str]:
     name = create_template(server_dsn)
     yield name
-    _admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def clone_database(server: str, template: str) -> str:
     name = f"eco_test_{uuid.uuid4().hex[:12]}"
-    _admin(server, f"CREATE DATABASE {name} TEMPLATE {template}")
+    admin(server, f"CREATE DATABASE {name} TEMPLATE {template}")
     return make_dsn(server, dbname=name)
-
-
-def drop_database(dsn: str) -> None:
-    name = parse_dsn(dsn)["dbname"]
-    server = make_dsn(dsn, dbname="postgres")
-    _admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

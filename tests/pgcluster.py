@@ -14,8 +14,9 @@ import uuid
 import warnings
 from pathlib import Path
 
-import psycopg2
 from psycopg2.extensions import make_dsn, parse_dsn
+
+from tests.pg import admin
 
 # pg_ctl waits at most this long for the server to start or stop.
 PG_CTL_TIMEOUT_S = 30
@@ -86,14 +87,7 @@ class PgCluster:
         )
 
     def admin(self, *statements: str, dbname: str = "postgres") -> None:
-        conn = psycopg2.connect(make_dsn(self.dsn, dbname=dbname))
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                for statement in statements:
-                    cur.execute(statement)
-        finally:
-            conn.close()
+        admin(make_dsn(self.dsn, dbname=dbname), *statements)
 
     def create_database(self) -> str:
         name = f"eco_fault_{uuid.uuid4().hex[:12]}"

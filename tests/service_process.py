@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
+from service.config import PROJECT_DIR
 from tests.helpers import wait_for
 
 
@@ -20,27 +21,44 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SERVE_ARGS = ("-m", "service", "serve")
+
+
 class ServiceProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    """A server subprocess on a free loopback port, ready once GET /readyz answers 200.
+
+    By default `python -m service serve`, as `make run` starts it; `args` may name another server (the
+    bench's baseline), with `{port}` standing for the port.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        args: tuple[str, ...] = SERVE_ARGS,
+        name: str = "service",
+    ) -> None:
+        self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._args = [arg.replace("{port}", str(self.port)) for arg in args]
         self._env = {**os.environ, **env, "ECO_HOST": "127.0.0.1", "ECO_PORT": str(self.port)}
         self._log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
 
-    async def start(self, timeout_s: float = 30.0) -> None:
-        log = self._log_path.open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service", "serve", env=self._env, stdout=log, stderr=log
-        )
-        log.close()
+    async def start(self, timeout_s: float = 60.0) -> None:
+        with self._log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, *self._args, env=self._env, stdout=log, stderr=log, cwd=PROJECT_DIR
+            )
         async with aiohttp.ClientSession() as session:
 
             async def ready() -> bool:
                 assert self.process is not None
                 if self.process.returncode is not None:
                     raise AssertionError(
-                        f"service exited with {self.process.returncode}: {self.log()[-2000:]}"
+                        f"{self.name} exited with {self.process.returncode}: {self.log()[-2000:]}"
                     )
                 try:
                     async with session.get(f"{self.url}/readyz") as resp:
@@ -60,9 +78,27 @@ class ServiceProcess:
             return await self.process.wait()
 
     async def stop(self) -> None:
+        """SIGKILL, for tests that have already checked what they wanted of the process."""
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGKILL)
             await self.process.wait()
+
+    async def terminate(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM and a graceful stop; SIGKILL only if it outlives the timeout."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.send(signal.SIGTERM)
+        try:
+            await self.wait(timeout_s)
+        except TimeoutError:
+            await self.stop()
+
+    async def __aenter__(self) -> ServiceProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.terminate()
 
     def log(self) -> str:
         return self._log_path.read_text(errors="replace") if self._log_path.exists() else ""

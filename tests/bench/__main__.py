@@ -17,6 +17,7 @@ from service.logs import setup_logging
 from tests.bench import database, processes, stages
 from tests.bench.report import Row, number, pair, render
 from tests.bench.settings import QUICK, BenchSettings
+from tests.pg import drop_database
 
 TARGET_INTAKE_PER_S = 6500
 TARGET_INTAKE_P99_MS = 25.0
@@ -127,7 +128,7 @@ async def run(settings: BenchSettings, scratch: Path, server: str, source: str) 
     finally:
         pool.close()
         await pool.wait_closed()
-        database.drop_database(dsn)
+        drop_database(dsn)
     quick = " (--quick)" if settings == QUICK else ""
     version = database.server_version(server)
     title = f"eco-outbox bench{quick}: PostgreSQL {version} ({source}), {os.cpu_count()} CPUs"

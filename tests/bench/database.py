@@ -11,12 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import aiopg
-import psycopg2
-from psycopg2.extensions import make_dsn, parse_dsn
+from psycopg2.extensions import make_dsn
 
-from service import migrations
-from service.config import Config
-from service.database import Databases, create_pool
+from tests.helpers import fetch
+from tests.pg import admin, migrate
 
 RESET_SQL = "TRUNCATE analytics.eco_passive_signals, analytics.eco_interactions, eco_outbox.events"
 
@@ -52,21 +50,6 @@ TRUNCATE public.bench_visible;
 DROP_VISIBILITY_SQL = "DROP TRIGGER IF EXISTS bench_stamp ON analytics.eco_passive_signals"
 
 
-def admin(dsn: str, *statements: str) -> list[tuple[object, ...]]:
-    """Run statements outside a transaction (CREATE/DROP DATABASE); the last one's rows."""
-    conn = psycopg2.connect(dsn)
-    rows: list[tuple[object, ...]] = []
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-                rows = list(cur.fetchall()) if cur.description else []
-    finally:
-        conn.close()
-    return rows
-
-
 @contextmanager
 def database_server(scratch: Path) -> Iterator[tuple[str, str]]:
     """(DSN of the server, where it came from): DATABASE_URL, else an embedded PostgreSQL in `scratch`,
@@ -99,43 +82,22 @@ async def create_bench_database(server: str) -> str:
     name = f"eco_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin(make_dsn(server, dbname="postgres"), f"CREATE DATABASE {name}")
     dsn = make_dsn(server, dbname=name)
-    pool = await create_pool(dsn, Config())
-    try:
-        await migrations.migrate_databases(Databases(dsn, dsn, pool, pool))
-    finally:
-        pool.close()
-        await pool.wait_closed()
+    await migrate(dsn)
     return dsn
-
-
-def drop_database(dsn: str) -> None:
-    name = parse_dsn(dsn)["dbname"]
-    admin(make_dsn(dsn, dbname="postgres"), f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-async def execute(pool: aiopg.Pool, sql: str, params: object = None) -> list[tuple[object, ...]]:
-    async with pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute(sql, params)
-        return list(await cur.fetchall()) if cur.description else []
-
-
-async def scalar(pool: aiopg.Pool, sql: str, params: object = None) -> object:
-    rows = await execute(pool, sql, params)
-    return rows[0][0] if rows else None
 
 
 async def reset(pool: aiopg.Pool) -> None:
     """Empty the target and the outbox, and refresh the planner's statistics, before each stage."""
-    await execute(pool, RESET_SQL)
-    await execute(pool, "ANALYZE")
+    await fetch(pool, RESET_SQL)
+    await fetch(pool, "ANALYZE")
 
 
 async def insert_parents(pool: aiopg.Pool, count: int) -> list[str]:
     ids = [str(uuid.uuid4()) for _ in range(count)]
-    await execute(pool, INSERT_PARENTS_SQL, {"ids": ids})
+    await fetch(pool, INSERT_PARENTS_SQL, {"ids": ids})
     return ids
 
 
 async def seed_backlog(pool: aiopg.Pool, parents: list[str], rows: int) -> None:
-    await execute(pool, SEED_BACKLOG_SQL, {"parents": parents, "rows": rows})
-    await execute(pool, "ANALYZE eco_outbox.events")
+    await fetch(pool, SEED_BACKLOG_SQL, {"parents": parents, "rows": rows})
+    await fetch(pool, "ANALYZE eco_outbox.events")

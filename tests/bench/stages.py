@@ -18,6 +18,8 @@ from service.database import create_pool
 from tests.bench import database, processes
 from tests.bench.loadgen import median, percentile
 from tests.bench.settings import BenchSettings
+from tests.helpers import fetch, scalar
+from tests.service_process import ServiceProcess
 
 # The seed strategy of the ECO backend: an insert, and two more after these waits on an FK violation.
 SEED_RETRY_WAITS_S = (0.05, 0.1)
@@ -81,7 +83,7 @@ def _intake(result: dict[str, object]) -> Intake:
     )
 
 
-async def intake(server: processes.Server, parents: list[str], settings: BenchSettings) -> Intake:
+async def intake(server: ServiceProcess, parents: list[str], settings: BenchSettings) -> Intake:
     """Closed-loop signal intake against `server`; the warm-up is not counted."""
     spec = {
         "mode": "closed",
@@ -131,7 +133,7 @@ async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings) -> RelayRun
     try:
         deadline = started + SETTLE_TIMEOUT_S * 5
         while time.perf_counter() < deadline:
-            if not await database.scalar(
+            if not await scalar(
                 pool, "SELECT EXISTS (SELECT 1 FROM eco_outbox.events WHERE state = 'pending')"
             ):
                 break
@@ -142,15 +144,15 @@ async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings) -> RelayRun
         for each in (outbox, target):
             each.close()
             await each.wait_closed()
-    delivered = int(await database.scalar(pool, "SELECT count(*) FROM analytics.eco_passive_signals"))  # type: ignore[arg-type]
+    delivered = int(await scalar(pool, "SELECT count(*) FROM analytics.eco_passive_signals"))  # type: ignore[arg-type]
     return RelayRun(settings.backlog, seconds, delivered, config.relay.workers, config.relay.batch_size)
 
 
-async def end_to_end(pool: aiopg.Pool, server: processes.Server, settings: BenchSettings) -> Latency:
+async def end_to_end(pool: aiopg.Pool, server: ServiceProcess, settings: BenchSettings) -> Latency:
     """Signals at a steady rate; from each 202 to its row's commit in the target."""
     await database.reset(pool)
     parents = await database.insert_parents(pool, PARENTS)
-    await database.execute(pool, database.VISIBILITY_SQL)
+    await fetch(pool, database.VISIBILITY_SQL)
     try:
         spec = {
             "mode": "rate",
@@ -166,7 +168,7 @@ async def end_to_end(pool: aiopg.Pool, server: processes.Server, settings: Bench
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         visible: dict[str, float] = {}
         while time.monotonic() < deadline:
-            rows = await database.execute(
+            rows = await fetch(
                 pool, "SELECT id::text, extract(epoch FROM at)::float8 FROM public.bench_visible"
             )
             visible = {str(signal_id): float(at) for signal_id, at in rows}  # type: ignore[arg-type]
@@ -174,7 +176,7 @@ async def end_to_end(pool: aiopg.Pool, server: processes.Server, settings: Bench
                 break
             await asyncio.sleep(0.2)
     finally:
-        await database.execute(pool, database.DROP_VISIBILITY_SQL)
+        await fetch(pool, database.DROP_VISIBILITY_SQL)
     latencies = [(visible[key] - at) * 1000 for key, at in acked.items() if key in visible]
     return Latency(
         percentile(latencies, 50),
@@ -184,7 +186,7 @@ async def end_to_end(pool: aiopg.Pool, server: processes.Server, settings: Bench
     )
 
 
-async def prompt_ready(server: processes.Server, settings: BenchSettings) -> Latency:
+async def prompt_ready(server: ServiceProcess, settings: BenchSettings) -> Latency:
     """Ask-eco streams, a few at a time: from the request to the `prompt_ready` event."""
     spec = {
         "mode": "ask",
@@ -205,7 +207,7 @@ async def _seed_insert(pool: aiopg.Pool, interaction_id: str) -> bool:
     row = {"id": str(uuid.uuid4()), "interaction_id": interaction_id}
     for wait_s in (*SEED_RETRY_WAITS_S, None):
         try:
-            await database.execute(pool, SEED_INSERT_SQL, row)
+            await fetch(pool, SEED_INSERT_SQL, row)
             return True
         except psycopg2.errors.ForeignKeyViolation:
             if wait_s is None:
@@ -220,7 +222,7 @@ async def _outbox_post(session: aiohttp.ClientSession, url: str, interaction_id:
         return (await response.json())["id"] if response.status == 202 else None
 
 
-async def lag(pool: aiopg.Pool, server: processes.Server, settings: BenchSettings) -> LagRun:
+async def lag(pool: aiopg.Pool, server: ServiceProcess, settings: BenchSettings) -> LagRun:
     """For each parent lag, `lag_signals` interactions whose row reaches the target that long after the
     client sent its signal: the seed strategy's direct insert against a POST to the outbox. All lags run at
     once; a signal is lost when it is not in the target once everything settled (or dead-lettered)."""
@@ -231,7 +233,7 @@ async def lag(pool: aiopg.Pool, server: processes.Server, settings: BenchSetting
 
     async def parents_after(lag_s: float, ids: list[str]) -> None:
         await asyncio.sleep(lag_s)
-        await database.execute(pool, database.INSERT_PARENTS_SQL, {"ids": ids})
+        await fetch(pool, database.INSERT_PARENTS_SQL, {"ids": ids})
 
     async def seed(ids: list[str]) -> int:
         return sum(not ok for ok in await asyncio.gather(*(_seed_insert(pool, i) for i in ids)))
@@ -247,7 +249,7 @@ async def lag(pool: aiopg.Pool, server: processes.Server, settings: BenchSetting
     accepted = [key for key in posted if key is not None]
     deadline = time.monotonic() + max(settings.lags_s) + SETTLE_TIMEOUT_S
     while time.monotonic() < deadline:
-        settled = await database.scalar(
+        settled = await scalar(
             pool,
             "SELECT NOT EXISTS (SELECT 1 FROM eco_outbox.events "
             "WHERE state = 'pending' AND key = ANY(%s::uuid[]))",
@@ -257,7 +259,7 @@ async def lag(pool: aiopg.Pool, server: processes.Server, settings: BenchSetting
             break
         await asyncio.sleep(0.1)
     run.seconds = time.monotonic() - started
-    delivered = await database.execute(
+    delivered = await fetch(
         pool,
         "SELECT interaction_id::text, count(*) FROM analytics.eco_passive_signals "
         "WHERE signal = 'bench_outbox' GROUP BY 1",

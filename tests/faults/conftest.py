@@ -16,9 +16,7 @@ import pytest
 
 from outbox.enqueue import OutboxWriter
 from outbox.events import OutboxEvent
-from service import migrations
-from service.config import Config
-from service.database import Databases, create_pool
+from tests.pg import migrate
 from tests.pgcluster import PgCluster
 
 
@@ -49,19 +47,6 @@ def outbox_server(clusters: tuple[PgCluster, PgCluster]) -> PgCluster:
 def target_server(clusters: tuple[PgCluster, PgCluster]) -> PgCluster:
     clusters[1].start()
     return clusters[1]
-
-
-async def migrate(outbox_dsn: str, target_dsn: str) -> None:
-    """Apply the migrations as the service would at start-up (both sets to one database when shared)."""
-    config = Config()
-    outbox = await create_pool(outbox_dsn, config)
-    target = outbox if target_dsn == outbox_dsn else await create_pool(target_dsn, config)
-    try:
-        await migrations.migrate_databases(Databases(outbox_dsn, target_dsn, outbox, target))
-    finally:
-        for pool in {id(outbox): outbox, id(target): target}.values():
-            pool.close()
-            await pool.wait_closed()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,44 @@
+"""Database chores shared by the fixtures, the fault tests and the bench: admin statements, migrations."""
+
+from __future__ import annotations
+
+import psycopg2
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from service import migrations
+from service.config import Config
+from service.database import Databases, create_pool
+
+
+def admin(dsn: str, *statements: str) -> list[tuple[object, ...]]:
+    """Run statements outside a transaction (CREATE/DROP DATABASE); the last one's rows."""
+    conn = psycopg2.connect(dsn)
+    rows: list[tuple[object, ...]] = []
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+                rows = list(cur.fetchall()) if cur.description else []
+    finally:
+        conn.close()
+    return rows
+
+
+def drop_database(dsn: str) -> None:
+    name = parse_dsn(dsn)["dbname"]
+    admin(make_dsn(dsn, dbname="postgres"), f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def migrate(outbox_dsn: str, target_dsn: str | None = None) -> None:
+    """Apply the migrations as the service does at start-up (both sets to one database when shared)."""
+    target_dsn = target_dsn or outbox_dsn
+    config = Config()
+    outbox = await create_pool(outbox_dsn, config)
+    target = outbox if target_dsn == outbox_dsn else await create_pool(target_dsn, config)
+    try:
+        await migrations.migrate_databases(Databases(outbox_dsn, target_dsn, outbox, target))
+    finally:
+        for pool in {id(outbox): outbox, id(target): target}.values():
+            pool.close()
+            await pool.wait_closed()
