@@ -144,7 +144,6 @@ class Relay:
         self._stopping = False
         self._wake_events: list[asyncio.Event] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self.last_progress_monotonic = time.monotonic()
 
     @property
     def running(self) -> bool:
@@ -193,7 +192,6 @@ class Relay:
             try:
                 outcome = await self.run_once()
                 pause_s = self._settings.outage_pause_min_s
-                self.last_progress_monotonic = time.monotonic()
                 if outcome.claimed >= self._settings.batch_size:
                     self._wake_all()
                     continue

@@ -22,7 +22,10 @@ from marshmallow import (
 from service.config import Limits
 from service.responder import ChatMessage
 
-SIGNAL_NAME = validate.Regexp(r"^[A-Za-z0-9_.:\-]+$", error="may only hold letters, digits and _ . : -")
+SIGNAL_NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+SIGNAL_NAME = validate.Regexp(SIGNAL_NAME_PATTERN, error="may only hold letters, digits and _ . : -")
+SIGNAL_TYPE_MAX_CHARS = 32
+SIGNAL_TYPE_DEFAULT = "passive"
 HEADER_SAFE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="must not contain control characters")
 
 
@@ -66,7 +69,10 @@ class SignalSchema(Schema):
 
     interaction_id = fields.UUID(required=True)
     name = fields.String(required=True, validate=[validate.Length(min=1), SIGNAL_NAME])
-    type = fields.String(load_default="passive", validate=[validate.Length(min=1, max=32), SIGNAL_NAME])
+    type = fields.String(
+        load_default=SIGNAL_TYPE_DEFAULT,
+        validate=[validate.Length(min=1, max=SIGNAL_TYPE_MAX_CHARS), SIGNAL_NAME],
+    )
     meta = fields.Dict(keys=fields.String(), load_default=dict)
     value = FiniteFloat(allow_nan=False, allow_none=True, load_default=None)
     ts = fields.AwareDateTime(allow_none=True, load_default=None)

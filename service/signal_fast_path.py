@@ -16,12 +16,16 @@ import uuid
 from typing import Any
 
 from service.config import Limits
-from service.schemas import SignalInput, json_depth
+from service.schemas import (
+    SIGNAL_NAME_PATTERN,
+    SIGNAL_TYPE_DEFAULT,
+    SIGNAL_TYPE_MAX_CHARS,
+    SignalInput,
+    json_depth,
+)
 
 FIELDS = frozenset({"interaction_id", "name", "type", "meta", "value", "ts", "signal_id"})
-NAME = re.compile(r"^[A-Za-z0-9_.:\-]+$")
-TYPE_MAX_CHARS = 32
-DEFAULT_TYPE = "passive"
+NAME = re.compile(SIGNAL_NAME_PATTERN)
 
 
 def _uuid(value: Any) -> uuid.UUID | None:
@@ -52,7 +56,7 @@ def fast_signal(item: Any, limits: Limits) -> SignalInput | None:
         return None
     interaction_id = _uuid(item.get("interaction_id"))
     name = _name(item.get("name"), limits.signal_name_chars)
-    kind = _name(item.get("type", DEFAULT_TYPE), TYPE_MAX_CHARS)
+    kind = _name(item.get("type", SIGNAL_TYPE_DEFAULT), SIGNAL_TYPE_MAX_CHARS)
     meta = _meta(item.get("meta", {}), limits)
     if interaction_id is None or name is None or kind is None or meta is None:
         return None
