@@ -66,6 +66,14 @@ async def _json(run: InteractionRun) -> web.Response:
     return web.json_response(body, headers=run.headers)
 
 
+async def _send(response: EventSourceResponse, sequence: int, name: str, data: dict[str, object]) -> None:
+    try:
+        await response.send(json.dumps(data, ensure_ascii=False), id=str(sequence), event=name)
+    except TimeoutError as exc:
+        # aiohttp-sse aborted a client that read nothing for send_timeout: it is gone, as a reset one is.
+        raise ConnectionResetError("the client stopped reading") from exc
+
+
 async def _stream(
     request: web.Request, run: InteractionRun, prompt_ready: tuple[str, dict]
 ) -> web.StreamResponse:
@@ -86,10 +94,10 @@ async def _stream(
         async with response, aclosing(run.events()) as events:
             name, data = prompt_ready
             sequence += 1
-            await response.send(json.dumps(data, ensure_ascii=False), id=str(sequence), event=name)
+            await _send(response, sequence, name, data)
             async for name, data in events:
                 sequence += 1
-                await response.send(json.dumps(data, ensure_ascii=False), id=str(sequence), event=name)
+                await _send(response, sequence, name, data)
     except asyncio.CancelledError:
         await run.complete(FINISH_CLIENT_DISCONNECT)
         raise
