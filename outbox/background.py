@@ -1,8 +1,20 @@
-"""A loop run as a task from start() until stop() cancels it."""
+"""A loop run as a task from start() until stop(), and a cancel that cannot be lost."""
 
 from __future__ import annotations
 
 import asyncio
+
+RECANCEL_INTERVAL_S = 0.5
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for its end, cancelling again if the cancellation was swallowed: a cancel that
+    lands as an aiopg query completes can be lost inside asyncio.wait_for, and the loop would run on."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_INTERVAL_S)
+    if not task.cancelled():
+        task.exception()  # retrieve it: a loop's own failure was logged where it happened
 
 
 class BackgroundTask:
@@ -18,8 +30,7 @@ class BackgroundTask:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

@@ -21,6 +21,7 @@ from loguru import logger
 from sqlalchemy import Float, Text, bindparam, cast, func, select
 
 from outbox import delivery, metrics
+from outbox.background import cancel_and_wait
 from outbox.backoff import Backoff
 from outbox.errors import CONNECTION_ERRORS
 from outbox.events import DELIVERY_ORDER, Kind
@@ -173,10 +174,9 @@ class Relay:
         self._wake_all()
         if not self._tasks:
             return
-        done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
         for task in pending:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_and_wait(task)
         self._tasks = []
 
     async def _loop(self, wake: asyncio.Event) -> None:
