@@ -9,7 +9,7 @@ from typing import Any
 import aiopg
 from sqlalchemy import Float, Integer, Text, and_, bindparam, cast, func, literal_column, select, update
 
-from outbox.sqlutil import compile_statement
+from outbox.sqlutil import compile_statement, transaction
 from outbox.tables import CHANNEL, DEAD, PENDING, events
 
 STATS = compile_statement(
@@ -92,7 +92,7 @@ async def requeue(pool: aiopg.Pool, seqs: list[int] | None = None) -> list[int]:
     statement = REQUEUE_ALL if seqs is None else REQUEUE_SEQS
     params = statement.params if seqs is None else statement.bind(seqs=seqs)
     async with pool.acquire() as conn, conn.cursor() as cur:
-        async with cur.begin():
+        async with transaction(cur):
             await cur.execute(statement.sql, params)
             requeued = [row[0] for row in await cur.fetchall()]
             if requeued:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiopg
 
+from outbox.sqlutil import transaction
 from service.config import PROJECT_DIR
 from service.database import Databases
 
@@ -71,7 +72,7 @@ async def migrate(pool: aiopg.Pool, databases: frozenset[str]) -> list[str]:
     """Apply what is missing, all in one transaction; returns the versions applied now."""
     done: list[str] = []
     async with pool.acquire() as conn, conn.cursor() as cur:
-        async with cur.begin():
+        async with transaction(cur):
             await cur.execute(LOCK_SQL)
             await cur.execute(CREATE_LEDGER_SQL)
             await cur.execute(APPLIED_SQL)
