@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass
@@ -180,3 +181,15 @@ def _prompt(data: dict[str, Any]) -> str | None:
             return str(data[key])
     users = [m for m in data.get("messages") or [] if m.role == "user"]
     return users[-1].content if users else None
+
+
+@functools.cache
+def signal_schema(limits: Limits) -> SignalSchema:
+    """One schema per set of limits, built once: building one costs more than loading a signal."""
+    return SignalSchema(limits)
+
+
+@functools.cache
+def ask_schema(limits: Limits) -> AskSchema:
+    """One schema per set of limits, built once: building one costs more than loading an ask."""
+    return AskSchema(limits)

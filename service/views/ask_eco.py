@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import uuid
 from contextlib import aclosing
@@ -11,18 +10,11 @@ from contextlib import aclosing
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from service.config import Limits
 from service.interaction import FINISH_CLIENT_DISCONNECT, InteractionRun
 from service.keys import CONFIG, RESPONDER, STREAMS, WRITER
 from service.metrics import OPEN_STREAMS
 from service.payload import read_json
-from service.schemas import AskSchema
-
-
-@functools.cache
-def _schema(limits: Limits) -> AskSchema:
-    """One schema per set of limits, built once: building one costs more than loading an ask."""
-    return AskSchema(limits)
+from service.schemas import ask_schema
 
 
 def _wants_stream(request: web.Request, stream: bool | None) -> bool:
@@ -32,7 +24,7 @@ def _wants_stream(request: web.Request, stream: bool | None) -> bool:
 async def ask_eco(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     body = await read_json(request, config.limits.ask_body_bytes)
-    ask = _schema(config.limits).load(body)
+    ask = ask_schema(config.limits).load(body)
     run = InteractionRun(
         request.app[WRITER],
         request.app[RESPONDER],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from typing import Any
 
@@ -10,21 +9,14 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from outbox.events import OutboxEvent, signal_event
-from service.config import Limits
 from service.errors import validation_failed
 from service.keys import CONFIG, WRITER
 from service.payload import BEACON_TYPES, read_json
-from service.schemas import SignalInput, SignalSchema
+from service.schemas import SignalInput, SignalSchema, signal_schema
 from service.signal_fast_path import fast_signal
 
 HEADER_INTERACTION_ID = "X-Eco-Interaction-Id"
 HEADER_IDEMPOTENCY_KEY = "Idempotency-Key"
-
-
-@functools.cache
-def _schema(limits: Limits) -> SignalSchema:
-    """One schema per set of limits: building a marshmallow schema costs more than loading a signal."""
-    return SignalSchema(limits)
 
 
 def _header_uuid(request: web.Request, name: str) -> str | None:
@@ -63,7 +55,7 @@ async def post_signal(request: web.Request) -> web.Response:
     if interaction_id := _header_uuid(request, HEADER_INTERACTION_ID):
         overrides["interaction_id"] = interaction_id
     idempotency_key = _header_uuid(request, HEADER_IDEMPOTENCY_KEY)
-    schema = _schema(config.limits)
+    schema = signal_schema(config.limits)
 
     if isinstance(body, list):
         if not body:
