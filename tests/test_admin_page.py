@@ -219,7 +219,8 @@ async def test_relay_state_counts_deliveries_and_failures(admin_client: TestClie
     await wait_for(
         lambda: scalar(
             db,
-            "select count(*) from analytics.eco_passive_signals where interaction_id = %s and signal like 's_'",
+            "select count(*) from analytics.eco_passive_signals"
+            " where interaction_id = %s and signal like 's_'",
             (iid,),
         ),
         lambda count: count == 5,
