@@ -143,7 +143,7 @@ function renderChart({ start_unix_s: start, counts }) {
   for (const [i, count] of counts.entries()) {
     if (!count) continue;
     const bar = document.createElementNS(SVG_NS, "rect");
-    const height = Math.max(1, (count / peak) * (CHART_HEIGHT - 14));
+    const height = Math.max(1, (count / peak) * (CHART_HEIGHT - 4));
     bar.setAttribute("x", String(i * width));
     bar.setAttribute("y", String(CHART_HEIGHT - height));
     bar.setAttribute("width", String(Math.max(width - 0.3, 0.5)));
@@ -153,11 +153,6 @@ function renderChart({ start_unix_s: start, counts }) {
     bar.append(tip);
     chart.append(bar);
   }
-  const label = document.createElementNS(SVG_NS, "text");
-  label.setAttribute("x", "4");
-  label.setAttribute("y", "11");
-  label.textContent = `${peak}/s`;
-  chart.append(label);
   chart.dataset.total = String(total);
   $("chart-from").textContent = `${Math.round(counts.length / 60)} min ago`;
   $("chart-summary").textContent = `${total} delivered in ${Math.round(counts.length / 60)} min, peak ${peak}/s`;
