@@ -5,6 +5,7 @@ rest, and a wrong token shows the 401/403 and no data. Also the relay-state endp
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
@@ -22,6 +23,7 @@ from tests.test_admin import AUTH, TOKEN, dead_signal
 from tests.test_page import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, track_errors
 
 TOKEN_KEY = "eco.adminToken"
+DEAD_PAGE_ROWS = 50
 
 
 @pytest.fixture
@@ -99,7 +101,7 @@ async def test_dead_signals_are_shown_requeued_and_purged(
     )
     await expect(page.locator("#relay-running")).to_have_text("running")
     await expect(page.locator("#relay-loops")).to_have_text(str(TEST_RELAY.workers))
-    await expect(page.locator("#last-batch")).to_contain_text("dead")
+    await expect(page.locator("#last-batch")).to_contain_text(" claimed, ")
     await expect(page.locator("#failures tr[data-reason='parent_missing']").first).to_be_visible()
     await expect(page.locator("#readyz")).to_contain_text("ready")
 
@@ -184,6 +186,35 @@ async def test_a_wrong_token_shows_the_refusal_and_no_data(
     await page.fill("#token", TOKEN)
     await page.click("#sign-in")
     await expect(page.locator("#dead tr[data-seq]")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    await page.close()
+
+
+async def test_dead_letters_are_paged(
+    browser: Browser, admin_server: TestServer, admin_client: TestClient, db: Any
+) -> None:
+    """One more than a page (50): the second page holds the last one, and the selection is per page."""
+    batch = [{"interaction_id": str(uuid.uuid4()), "name": "orphan"} for _ in range(DEAD_PAGE_ROWS + 1)]
+    assert (await admin_client.post("/api/signal", json=batch)).status == 202
+    await wait_for(
+        lambda: scalar(db, "select count(*) from eco_outbox.events where state = 'dead'"),
+        lambda count: count == DEAD_PAGE_ROWS + 1,
+    )
+    last_seq = await scalar(db, "select max(seq) from eco_outbox.events where state = 'dead'")
+    page = await browser.new_page()
+    await sign_in(page, str(admin_server.make_url("/admin")), TOKEN)
+    rows = page.locator("#dead tr[data-seq]")
+    await expect(rows).to_have_count(DEAD_PAGE_ROWS, timeout=UI_TIMEOUT_MS)
+    await expect(page.locator("#prev")).to_be_disabled()
+    await page.check("#select-all")
+    await expect(page.locator("#requeue-selected")).to_have_text(f"Requeue selected ({DEAD_PAGE_ROWS})")
+
+    await page.click("#next")
+    await expect(rows).to_have_count(1)
+    await expect(rows).to_have_attribute("data-seq", str(last_seq))
+    await expect(page.locator("#next")).to_be_disabled()
+    await expect(page.locator("#requeue-selected")).to_have_text("Requeue selected (0)")
+    await page.click("#prev")
+    await expect(rows).to_have_count(DEAD_PAGE_ROWS)
     await page.close()
 
 

@@ -18,6 +18,8 @@ let nextAfterSeq = null;
 let pageSeqs = [];
 const selected = new Set();
 let refreshTimer = null;
+// Refreshes overlap (the timer's and an action's): only the latest renders and schedules the next one.
+let refreshRun = 0;
 
 class AuthError extends Error {}
 
@@ -209,6 +211,7 @@ function showResult(text, failed = false) {
 
 function signedOut(message) {
   clearTimeout(refreshTimer);
+  refreshRun++;
   sessionStorage.removeItem(TOKEN_KEY);
   $("dashboard").hidden = true;
   for (const id of ["backlog", "failures", "dead", "readyz", "chart"]) $(id).replaceChildren();
@@ -226,6 +229,7 @@ async function readyState() {
 
 async function refresh() {
   clearTimeout(refreshTimer);
+  const run = ++refreshRun;
   try {
     const afterSeq = pageStarts[pageStarts.length - 1];
     const [stats, relay, dead, ready] = await Promise.all([
@@ -234,6 +238,7 @@ async function refresh() {
       api(`/api/admin/outbox/dead?limit=${PAGE_SIZE}&after_seq=${afterSeq}`),
       readyState(),
     ]);
+    if (run !== refreshRun) return;
     $("login").hidden = true;
     $("auth-error").hidden = true;
     $("dashboard").hidden = false;
@@ -243,6 +248,7 @@ async function refresh() {
     renderDead(dead);
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
+    if (run !== refreshRun) return;
     if (error instanceof AuthError) {
       signedOut(error.message);
       return;
@@ -250,6 +256,7 @@ async function refresh() {
     $("error").textContent = error.message;
     $("error").hidden = false;
   }
+  clearTimeout(refreshTimer);
   refreshTimer = setTimeout(refresh, REFRESH_INTERVAL_MS);
 }
 
