@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The browser tests drive Debian's Chromium with Playwright (never `playwright install`: it downloads).
 CHROMIUM := /usr/bin/chromium
+# promtool checks and unit-tests the alert rules in ops/prometheus; Debian's prometheus package carries it.
+PROMTOOL := /usr/bin/promtool
 export PYTHONPATH := $(CURDIR)
 
 # setup.cfg is the one list of dependencies; pip cannot install a setup.cfg-only tree, so read it here.
@@ -33,12 +35,16 @@ run: $(STAMP)
 migrate: $(STAMP)
 	$(PY) -m service migrate
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(PROMTOOL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+$(PROMTOOL):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
 bench: $(STAMP)
 	$(PY) -m tests.bench $(BENCH_ARGS)

@@ -20,7 +20,7 @@ from aiopg import Cursor
 from loguru import logger
 from sqlalchemy import Float, Text, bindparam, cast, func, select
 
-from outbox import delivery, metrics
+from outbox import activity, delivery, metrics
 from outbox.background import cancel_and_wait
 from outbox.backoff import Backoff
 from outbox.errors import CONNECTION_ERRORS
@@ -247,6 +247,7 @@ class Relay:
                 await cur.execute(RELEASE_WAITING_SQL, {"interaction_ids": outcome.released_interactions})
         metrics.RELAY_BATCH_ROWS.observe(outcome.claimed)
         metrics.RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
+        activity.RELAY_ACTIVITY.record_batch(outcome, time.perf_counter() - started)
         return outcome
 
     async def _deliver(self, rows: list[ClaimedRow]) -> dict[Kind, delivery.DeliveryResult]:

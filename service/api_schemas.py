@@ -212,3 +212,33 @@ class RequeuedSchema(Schema):
 
 class PurgedSchema(Schema):
     purged = fields.Integer(required=True)
+
+
+class LastBatchSchema(Schema):
+    finished_at = fields.AwareDateTime(required=True)
+    claimed = fields.Integer(required=True)
+    delivered = fields.Integer(required=True)
+    retried = fields.Integer(required=True)
+    dead = fields.Integer(required=True)
+    duration_s = fields.Float(required=True)
+
+
+class FailureCountSchema(Schema):
+    metric = fields.String(required=True, metadata={"description": "the Prometheus counter"})
+    labels = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    count = fields.Integer(required=True)
+
+
+class DeliveredPerSecondSchema(Schema):
+    start_unix_s = fields.Integer(required=True, metadata={"description": "the second of counts[0]"})
+    counts = fields.List(fields.Integer(), required=True, metadata={"description": "one per second, to now"})
+
+
+class RelayStateSchema(Schema):
+    """What this process's relay did lately, from memory: the admin page's relay card and chart."""
+
+    running = fields.Boolean(required=True)
+    loops = fields.Integer(required=True)
+    last_batch = fields.Nested(LastBatchSchema, required=True, allow_none=True)
+    failures = fields.List(fields.Nested(FailureCountSchema), required=True)
+    delivered_per_s = fields.Nested(DeliveredPerSecondSchema, required=True)

@@ -279,6 +279,23 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
                 requestBody={"required": True, "content": {JSON: {"schema": PurgeDeadSchema}}},
             )
         },
+        "/api/admin/relay": {
+            "get": _admin(
+                "This process's relay: loops, last batch, failures by class, delivered per second",
+                "relayState",
+                "RelayState",
+            )
+        },
+        "/admin": {
+            "get": {
+                "summary": "The admin page: backlog, relay, dead letters and requeue (asks for the token)",
+                "operationId": "adminPage",
+                "tags": ["admin"],
+                "responses": {
+                    "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
         "/api/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -314,6 +331,7 @@ RESPONSE_SCHEMAS = (
     out.DeadLettersSchema,
     out.RequeuedSchema,
     out.PurgedSchema,
+    out.RelayStateSchema,
 )
 
 

@@ -243,3 +243,19 @@ async def test_operations_and_admin_answers_conform(doc_client: TestClient, docu
         "POST", "/api/admin/outbox/purge-dead", json_body={"older_than_s": 3600}, headers=ADMIN
     )
     assert status == 200 and json.loads(body)["purged"] == 0
+
+
+async def test_admin_page_and_relay_state_conform(doc_client: TestClient, document: dict[str, Any]) -> None:
+    check = Checker(doc_client, document)
+    status, *_ = await check.call("GET", "/admin")
+    assert status == 200
+    status, *_ = await check.call("GET", "/api/admin/relay", valid_request=False)
+    assert status == 401
+    await doc_client.post("/api/signal", json={"interaction_id": MISSING_INTERACTION, "name": "orphan"})
+
+    async def relay_state() -> dict[str, Any]:
+        return await (await doc_client.get("/api/admin/relay", headers=ADMIN)).json()
+
+    await wait_for(relay_state, lambda state: state["last_batch"] is not None)
+    status, _, body = await check.call("GET", "/api/admin/relay", headers=ADMIN)
+    assert status == 200 and json.loads(body)["running"] is True

@@ -1,4 +1,5 @@
-"""Admin endpoints for the outbox: stats, dead letters, requeue; bearer ECO_ADMIN_TOKEN, off when unset."""
+"""Admin endpoints for the outbox: stats, dead letters, requeue, relay state; bearer ECO_ADMIN_TOKEN, off when
+unset. The admin page at /admin is public HTML: everything it shows comes from these endpoints."""
 
 from __future__ import annotations
 
@@ -9,12 +10,26 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from outbox import inspect
+from outbox import inspect, metrics
+from outbox.activity import RELAY_ACTIVITY
 from service.errors import ApiError
-from service.keys import CONFIG, DATABASES
+from service.keys import CONFIG, DATABASES, RELAY
 from service.payload import read_json
+from service.views.page import STATIC_DIR
 
 ADMIN_BODY_BYTES = 64 * 1024
+# The relay's counters of rows held back or given up, shown on the admin page by their labels (reasons).
+FAILURE_COUNTERS = (metrics.RELAY_RETRIED, metrics.RELAY_DEAD, metrics.RELAY_OUTAGES)
+# The page holds a bearer token: it runs only its own scripts, is never framed, and sends no Referer.
+ADMIN_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:;"
+        " frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def require_admin(request: web.Request) -> None:
@@ -40,6 +55,34 @@ def stats_document(rows: list[inspect.KindStats]) -> dict[str, Any]:
     document["pending_total"] = sum(entry["rows"] for entry in document["pending"].values())
     document["dead_total"] = sum(entry["rows"] for entry in document["dead"].values())
     return document
+
+
+def failure_counts() -> list[dict[str, Any]]:
+    """Each labelled series of the relay's failure counters in this process, as the page lists them."""
+    counts = []
+    for counter in FAILURE_COUNTERS:
+        for family in counter.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    counts.append(
+                        {"metric": family.name, "labels": sample.labels, "count": int(sample.value)}
+                    )
+    return counts
+
+
+def relay_document(request: web.Request) -> dict[str, Any]:
+    first_s, counts = RELAY_ACTIVITY.delivered_per_s()
+    last = RELAY_ACTIVITY.last_batch
+    last_batch = None
+    if last is not None:
+        last_batch = {**asdict(last), "finished_at": last.finished_at.isoformat()}
+    return {
+        "running": request.app[RELAY].running,
+        "loops": request.app[CONFIG].relay.workers,
+        "last_batch": last_batch,
+        "failures": failure_counts(),
+        "delivered_per_s": {"start_unix_s": first_s, "counts": counts},
+    }
 
 
 def dead_letter_document(letter: inspect.DeadLetter) -> dict[str, Any]:
@@ -101,3 +144,13 @@ async def outbox_purge_dead(request: web.Request) -> web.Response:
     body = PurgeDeadSchema().load(await read_json(request, ADMIN_BODY_BYTES))
     purged = await inspect.purge_dead(request.app[DATABASES].outbox, body["older_than_s"])
     return web.json_response({"purged": purged})
+
+
+async def relay_state(request: web.Request) -> web.Response:
+    """What this process's relay did lately (the page's chart and relay card); /readyz says if it runs."""
+    require_admin(request)
+    return web.json_response(relay_document(request))
+
+
+async def admin_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "admin.html", headers=ADMIN_PAGE_HEADERS)

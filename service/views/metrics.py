@@ -10,7 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from outbox import inspect
 from outbox.errors import CONNECTION_ERRORS
-from service.keys import DATABASES
+from outbox.metrics import RELAY_RUNNING
+from service.keys import DATABASES, RELAY
 from service.metrics import record_outbox_stats
 
 STATS_TIMEOUT_S = 3.0
@@ -24,6 +25,7 @@ async def metrics(request: web.Request) -> web.Response:
         logger.bind(code="db_unavailable").warning("metrics: outbox unreadable: {}", exc)
         rows = None
     record_outbox_stats(rows)
+    RELAY_RUNNING.set(1 if request.app[RELAY].running else 0)
     response = web.Response(body=generate_latest(REGISTRY))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     response.charset = "utf-8"
