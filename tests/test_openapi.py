@@ -128,8 +128,17 @@ async def test_document_is_valid_and_covers_every_route(
     ):
         assert path in document["paths"], path
     signal = document["components"]["schemas"]["Signal"]
-    assert signal["additionalProperties"] is False
-    assert {"interaction_id", "name", "signal", "meta", "signal_id"} <= set(signal["properties"])
+    # Liberal intake: unknown fields are ignored, so the document must not forbid them.
+    assert signal.get("additionalProperties", True) is not False
+    assert {"interaction_id", "interactionId", "name", "signal", "meta", "signal_id", "session_id"} <= set(
+        signal["properties"]
+    )
+    ask = document["components"]["schemas"]["Ask"]
+    assert ask.get("additionalProperties", True) is not False
+    assert {"texto", "mensagens", "clientMessageId", "usuario_id", "isGuest", "sessionMeta"} <= set(
+        ask["properties"]
+    )
+    assert "get" in document["paths"]["/api/ask-eco"]
 
 
 async def test_ask_eco_answers_conform(doc_client: TestClient, document: dict[str, Any]) -> None:
