@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Iterator, Mapping
 
@@ -68,7 +67,7 @@ class AllowedOrigins(Mapping[str, aiohttp_cors.ResourceOptions]):
 
     def __init__(self, origins: tuple[str, ...], options: aiohttp_cors.ResourceOptions) -> None:
         self._exact = {origin: options for origin in origins if "*" not in origin}
-        patterns = [fnmatch.translate(origin) for origin in origins if "*" in origin]
+        patterns = [_origin_pattern(origin) for origin in origins if "*" in origin]
         self._pattern = re.compile("|".join(patterns)) if patterns else None
         self._options = options
 
@@ -84,6 +83,11 @@ class AllowedOrigins(Mapping[str, aiohttp_cors.ResourceOptions]):
 
     def __len__(self) -> int:
         return len(self._exact)
+
+
+def _origin_pattern(origin: str) -> str:
+    """`*` stands for one or more host labels (`https://*.vercel.app`), never for a `/`, `:` or `@`."""
+    return "[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*".join(re.escape(part) for part in origin.split("*"))
 
 
 class _RouterAdapter(ResourcesUrlDispatcherRouterAdapter):
