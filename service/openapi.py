@@ -382,6 +382,9 @@ def _amend_request_schemas(document: dict[str, Any]) -> None:
         "Unknown fields are ignored."
     )
     ask = schemas["Ask"]
+    for flag in ("stream", "isGuest"):
+        # marshmallow's Boolean, as the ECO backend read these: true/false, 1/0, "true", "1", "yes", "no"…
+        ask["properties"][flag]["type"] = ["boolean", "integer", "string", "null"]
     ask["anyOf"] = [
         {"required": [key]} for key in ("messages", "mensagens", "text", "texto", "mensagem", "message")
     ]
