@@ -2,7 +2,8 @@
 rest of the request's own work, and intake runs at thousands of signals a second.
 
 `fast_signal` accepts only what SignalSchema accepts and returns the same SignalInput; anything it is not
-sure about (a `ts`, a numeric string, an alias, any field it would reject) returns None, and the caller loads
+sure about (a `ts`, a numeric string, an alias other than `signal`, an ECO extra, an unknown field, any field
+it would reject) returns None, and the caller loads
 it with the schema, which also words the errors. tests/test_signal_fast_path.py holds the two to the same
 answers.
 """
@@ -24,7 +25,8 @@ from service.schemas import (
     json_depth,
 )
 
-FIELDS = frozenset({"interaction_id", "name", "type", "meta", "value", "ts", "signal_id"})
+# `signal` is how the ECO web app names its lifecycle signals: the most common signal of all.
+FIELDS = frozenset({"interaction_id", "name", "signal", "type", "meta", "value", "ts", "signal_id"})
 NAME = re.compile(SIGNAL_NAME_PATTERN)
 
 
@@ -55,7 +57,10 @@ def fast_signal(item: Any, limits: Limits) -> SignalInput | None:
     if type(item) is not dict or not item.keys() <= FIELDS or item.get("ts") is not None:
         return None
     interaction_id = _uuid(item.get("interaction_id"))
-    name = _name(item.get("name"), limits.signal_name_chars)
+    # As the schema reads the alias: `name` wins; `signal` stands in when `name` is absent or null.
+    name = _name(
+        item["name"] if item.get("name") is not None else item.get("signal"), limits.signal_name_chars
+    )
     kind = _name(item.get("type", SIGNAL_TYPE_DEFAULT), SIGNAL_TYPE_MAX_CHARS)
     meta = _meta(item.get("meta", {}), limits)
     if interaction_id is None or name is None or kind is None or meta is None:

@@ -101,6 +101,13 @@ def test_the_common_signal_takes_the_fast_path() -> None:
     assert fast.type == "passive" and fast.value == 3.0
 
 
+def test_the_eco_app_lifecycle_signal_takes_the_fast_path() -> None:
+    item = {"signal": "done", "interaction_id": str(uuid.uuid4())}
+    fast = fast_signal(item, LIMITS)
+    assert fast is not None and fast.name == "done"
+    assert fast == SCHEMA.load(item)
+
+
 def test_what_the_schema_must_word_is_left_to_it() -> None:
     base = {"interaction_id": str(uuid.uuid4()), "name": "view"}
     for extra in (
@@ -108,5 +115,8 @@ def test_what_the_schema_must_word_is_left_to_it() -> None:
         {"meta": {"k": "v" * 80}},
         {"value": True},
         {"ts": "2026-01-01T00:00:00"},
+        {"session_id": "s-1"},
+        {"interactionId": str(uuid.uuid4())},
+        {"unknown": 1},
     ):
         assert fast_signal({**base, **extra}, LIMITS) is None
