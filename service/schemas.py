@@ -176,7 +176,7 @@ class ChatMessageSchema(Schema):
         unknown = EXCLUDE
 
     role = fields.String(load_default="user", validate=validate.OneOf(["user", "assistant", "system"]))
-    content = fields.String(load_default="")
+    content = fields.String(load_default="", allow_none=True)
     text = fields.String(allow_none=True)
     mensagem = fields.String(allow_none=True)
     message = fields.String(allow_none=True)
