@@ -16,7 +16,7 @@ from service.headers import HEADER_INTERACTION_ID, header_uuid
 from service.keys import CONFIG, RATE_LIMITER
 
 # Route names (see routes.py) that count against the per-client rate limit.
-RATE_LIMITED_ROUTES = frozenset({"ask-eco", "signal"})
+RATE_LIMITED_ROUTES = frozenset({"ask-eco", "ask-eco-get", "signal"})
 
 
 @web.middleware

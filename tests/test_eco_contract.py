@@ -496,3 +496,12 @@ def test_cors_origins_from_the_environment(env: dict[str, str], origins: tuple[s
 async def test_a_null_item_content_falls_back_to_its_text(client: TestClient, db: Any) -> None:
     iid = await ask(client, {"messages": [{"role": "user", "content": None, "text": PROMPT}]})
     assert (await interaction(db, iid))["prompt_hash"] == prompt_hash(PROMPT)
+
+
+async def test_get_is_rate_limited_as_post_is(make_client: Any) -> None:
+    client = await make_client(rate_limit_per_s=0.01, rate_limit_burst=1.0)
+    first = await client.get("/api/ask-eco", params={"texto": PROMPT})
+    await read_sse(first)
+    second = await client.get("/api/ask-eco", params={"texto": PROMPT})
+    assert (first.status, second.status) == (200, 429)
+    assert "Retry-After" in second.headers
