@@ -36,6 +36,9 @@ class UsageSchema(Schema):
 
 
 class DoneMetaSchema(Schema):
+    interaction_id = fields.UUID(
+        required=True, metadata={"description": "where the ECO web app takes the id for its signals"}
+    )
     finishReason = fields.String(
         required=True,
         metadata={"description": "stop, error, client_disconnect or server_shutdown"},
@@ -87,7 +90,7 @@ class PromptReadyEventSchema(Schema):
     type = _event_type("prompt_ready")
     interaction_id = fields.UUID(required=True)
     streamId = fields.UUID(required=True)
-    at = fields.AwareDateTime(required=True)
+    at = fields.Integer(required=True, metadata={"description": "epoch milliseconds"})
     sinceStartMs = fields.Integer(required=True)
 
 
@@ -105,6 +108,8 @@ class ChunkEventSchema(Schema):
 class LatencyEventSchema(Schema):
     type = _event_type("latency")
     stage = fields.String(required=True, validate=validate.OneOf(["ttlc"]))
+    at = fields.Integer(required=True, metadata={"description": "epoch milliseconds"})
+    sinceStartMs = fields.Integer(required=True)
     first_token_latency_ms = fields.Integer(required=True, allow_none=True)
     total_latency_ms = fields.Integer(required=True)
 
@@ -118,6 +123,9 @@ class DoneEventSchema(Schema):
     interaction_id = fields.UUID(required=True)
     content = fields.String(required=True)
     index = fields.Integer(required=True)
+    at = fields.Integer(required=True, metadata={"description": "epoch milliseconds"})
+    sinceStartMs = fields.Integer(required=True)
+    timings = fields.Nested(TimingsSchema, required=True)
     meta = fields.Nested(DoneMetaSchema, required=True)
     payload = fields.Nested(DonePayloadSchema, required=True)
 

@@ -15,6 +15,7 @@ from outbox.wakeup import NotifyListener
 from service import migrations
 from service.config import Config
 from service.database import open_databases
+from service.headers import header_middleware, quiet_malformed_requests
 from service.interaction import InteractionRegistry
 from service.keys import CONFIG, DATABASES, RATE_LIMITER, RELAY, RESPONDER, STREAMS, WRITER
 from service.metrics import metrics_middleware
@@ -80,8 +81,9 @@ async def end_streams(app: web.Application) -> None:
 def create_app(config: Config | None = None) -> web.Application:
     config = config or Config.from_env()
     limits = config.limits
+    quiet_malformed_requests()
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, rate_limit_middleware],
+        middlewares=[metrics_middleware, error_middleware, header_middleware, rate_limit_middleware],
         client_max_size=max(limits.ask_body_bytes, limits.signal_body_bytes),
     )
     app[CONFIG] = config

@@ -56,6 +56,14 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
+DEFAULT_CORS_ORIGINS = (
+    "http://localhost:5173",
+    "http://localhost:5174",
+    "http://localhost:4173",
+    "http://localhost:4174",
+)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds on client input; every one is a 413 or 422, never a 500."""
@@ -93,7 +101,8 @@ class Config:
     rate_limit_burst: float = 200.0
     sse_send_timeout_s: float = 30.0
     admin_token: str | None = None
-    cors_origins: tuple[str, ...] = ()
+    # The ECO web app's dev and preview servers; an entry with `*` is a pattern (`https://*.vercel.app`).
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     log_json: bool = False
     log_level: str = "INFO"
     llm_url: str | None = None
@@ -147,7 +156,9 @@ class Config:
                 env, "ECO_SSE_SEND_TIMEOUT_S", defaults.sse_send_timeout_s, minimum=0.1
             ),
             admin_token=env.get("ECO_ADMIN_TOKEN") or None,
-            cors_origins=_list(env, "ECO_CORS_ORIGINS"),
+            cors_origins=defaults.cors_origins
+            if "ECO_CORS_ORIGINS" not in env
+            else _list(env, "ECO_CORS_ORIGINS"),
             log_json=_bool(env, "ECO_LOG_JSON", defaults.log_json),
             log_level=env.get("ECO_LOG_LEVEL", defaults.log_level).upper(),
             llm_url=env.get("ECO_LLM_URL") or None,

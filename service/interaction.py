@@ -31,6 +31,11 @@ FINISH_CLIENT_DISCONNECT = "client_disconnect"
 FINISH_SHUTDOWN = "server_shutdown"
 
 
+def _epoch_ms() -> int:
+    """Now as the ECO app reads `at`: epoch milliseconds, a number."""
+    return time.time_ns() // 1_000_000
+
+
 class _Stopped(Exception):
     """The server asked the run to end (shutdown)."""
 
@@ -70,7 +75,7 @@ class InteractionRun:
             message_id=client_message_id,
             prompt_hash=hashlib.sha256(ask.prompt.encode("utf-8")).hexdigest(),
             module_combo=[responder.name],
-            meta={"guest_id": guest_id, "stream_id": str(self.stream_id)},
+            meta={**ask.meta, "guest_id": guest_id, "stream_id": str(self.stream_id)},
         )
 
     @property
@@ -109,7 +114,7 @@ class InteractionRun:
             "type": "prompt_ready",
             "interaction_id": str(self.interaction_id),
             "streamId": str(self.stream_id),
-            "at": datetime.now(UTC).isoformat(),
+            "at": _epoch_ms(),
             "sinceStartMs": since,
         }
 
@@ -162,6 +167,8 @@ class InteractionRun:
             {
                 "type": "latency",
                 "stage": "ttlc",
+                "at": _epoch_ms(),
+                "sinceStartMs": total_ms,
                 "first_token_latency_ms": self._first_token_ms,
                 "total_latency_ms": total_ms,
             },
@@ -194,12 +201,18 @@ class InteractionRun:
     def _done(self, total_ms: int) -> dict[str, Any]:
         tokens_in, tokens_out = self._usage()
         content = self.content
+        timings = {"first_token_latency_ms": self._first_token_ms, "total_latency_ms": total_ms}
         return {
             "type": "done",
             "interaction_id": str(self.interaction_id),
             "content": content,
             "index": len(self._parts),
+            "at": _epoch_ms(),
+            "sinceStartMs": self._since_start_ms(),
+            "timings": timings,
             "meta": {
+                # The ECO app takes the id for its own signals from here, and from nowhere else.
+                "interaction_id": str(self.interaction_id),
                 "finishReason": self.finish_reason,
                 "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
             },
@@ -207,7 +220,7 @@ class InteractionRun:
                 "content": content,
                 "interaction_id": str(self.interaction_id),
                 "tokens": {"in": tokens_in, "out": tokens_out},
-                "timings": {"first_token_latency_ms": self._first_token_ms, "total_latency_ms": total_ms},
+                "timings": timings,
                 "at": datetime.now(UTC).isoformat(),
                 "sinceStartMs": self._since_start_ms(),
             },

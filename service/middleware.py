@@ -12,10 +12,11 @@ from marshmallow import ValidationError
 
 from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable
 from service.errors import ApiError, code_for, details_of, error_response
+from service.headers import HEADER_INTERACTION_ID, header_uuid
 from service.keys import CONFIG, RATE_LIMITER
 
 # Route names (see routes.py) that count against the per-client rate limit.
-RATE_LIMITED_ROUTES = frozenset({"ask-eco", "signal"})
+RATE_LIMITED_ROUTES = frozenset({"ask-eco", "ask-eco-get", "signal"})
 
 
 @web.middleware
@@ -44,12 +45,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         logger.bind(code="internal_error").exception("{} {} failed", request.method, request.path)
         error = ApiError(500, "internal_error", "an unexpected error occurred")
-    logger.bind(code=error.error, interaction_id=request.headers.get("X-Eco-Interaction-Id")).info(
+    logger.bind(code=error.error, interaction_id=_interaction_id(request)).info(
         "{} {} -> {}: {}", request.method, request.path, error.status, error.message
     )
     return error_response(
         error.status, error.error, error.message, details=error.details, headers=error.headers
     )
+
+
+def _interaction_id(request: web.Request) -> str | None:
+    """The header's interaction id for the log, only when it is one: the header may be what was refused."""
+    try:
+        return header_uuid(request, HEADER_INTERACTION_ID)
+    except ValueError:
+        return None
 
 
 def client_of(request: web.Request) -> str:

@@ -102,7 +102,12 @@ def _ask_operation() -> dict[str, Any]:
         "tags": ["chat"],
         "parameters": [
             *(_header(name, text) for name, text in IDENTITY_HEADERS.items()),
-            _header("X-Eco-Client-Message-Id", "idempotency of the ask (as body client_message_id)"),
+            _header(
+                "X-Eco-Client-Message-Id",
+                "idempotency of the ask; wins over the body's client message id (and its aliases)",
+            ),
+            _header("X-Eco-User-Id", "the user when the body names none; not a uuid is dropped"),
+            _header("Authorization", "passed through, not checked (the ECO app sends its bearer token)"),
             _header("Accept", f"`{SSE}` streams (as does `stream: true`); anything else answers JSON"),
         ],
         "requestBody": {"required": True, "content": {JSON: {"schema": "Ask"}}},
@@ -126,6 +131,49 @@ def _ask_operation() -> dict[str, Any]:
                 },
             },
             **_client_errors(400, 409, 413, 415, 422),
+            **RATE_LIMITED,
+            **UNAVAILABLE,
+        },
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+def _ask_get_operation() -> dict[str, Any]:
+    """GET, for a browser's EventSource (which cannot POST): the ask in the query, always streamed."""
+    post = _ask_operation()
+    stream = post["responses"]["200"]
+    return {
+        "summary": (
+            "Ask ECO from a query, for EventSource: always a stream. HEAD, and OPTIONS without an Origin, "
+            "answer 204 and start nothing."
+        ),
+        "operationId": "askEcoGet",
+        "tags": ["chat"],
+        "parameters": [
+            *(_header(name, text) for name, text in IDENTITY_HEADERS.items()),
+            *(_query(name, "the prompt") for name in ("texto", "text", "mensagem", "message")),
+            *(_query(name, "the history, as JSON (as the body's)") for name in ("messages", "mensagens")),
+            _query("payload", "a whole Ask body as JSON; the other parameters override its fields"),
+            _query("client_message_id", "idempotency of the ask"),
+            _query("usuario_id", "the user; not a uuid is dropped"),
+            _query("nome_usuario", "the user's name (reaches the responder; never stored)"),
+        ],
+        "responses": {
+            "200": {
+                "description": stream["description"],
+                "headers": stream["headers"],
+                "content": {SSE: stream["content"][SSE]},
+            },
+            **_client_errors(409, 422),
             **RATE_LIMITED,
             **UNAVAILABLE,
         },
@@ -205,7 +253,7 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
         "schema": UUID_STRING,
     }
     return {
-        "/api/ask-eco": {"post": _ask_operation()},
+        "/api/ask-eco": {"post": _ask_operation(), "get": _ask_get_operation()},
         "/api/signal": {"post": _signal_operation(limits)},
         "/api/interactions/{interaction_id}/signals": {
             "get": {
@@ -340,16 +388,33 @@ def _amend_request_schemas(document: dict[str, Any]) -> None:
     that may stand in for interaction_id."""
     schemas = document["components"]["schemas"]
     signal = schemas["Signal"]
-    signal["properties"]["signal"] = {"type": "string", "description": "another name for `name`"}
     signal["required"] = [
         field for field in signal.get("required", []) if field not in ("name", "interaction_id")
     ]
+    signal["properties"]["signal"] = {"type": "string", "description": "another name for `name`, which wins"}
     signal["anyOf"] = [{"required": ["name"]}, {"required": ["signal"]}]
     signal["description"] = (
-        "One passive signal. `interaction_id` is required unless the X-Eco-Interaction-Id header gives it."
+        "One passive signal. `interaction_id` (or `interactionId`) is required unless the "
+        "X-Eco-Interaction-Id header gives it; the header wins. The ECO extras (`session_id`, "
+        "`response_id`/`responseId`, `user_id`/`userId`, `guest_id`/`guestId`) are kept in the stored meta. "
+        "Unknown fields are ignored."
     )
     ask = schemas["Ask"]
-    ask["anyOf"] = [{"required": [key]} for key in ("message", "text", "mensagem", "messages")]
+    for flag in ("stream", "isGuest"):
+        # marshmallow's Boolean, as the ECO backend read these: true/false, 1/0, "true", "1", "yes", "no"…
+        ask["properties"][flag]["type"] = ["boolean", "integer", "string", "null"]
+    ask["anyOf"] = [
+        {"required": [key]} for key in ("messages", "mensagens", "text", "texto", "mensagem", "message")
+    ]
+    ask["description"] = (
+        "An ask as the ECO web app sends it. The prompt is the last non-empty user message of `messages` "
+        "(or `mensagens`; an item's text is under content, text, mensagem, message, delta or value, and "
+        "`role` defaults to user), otherwise `text`, `texto`, `mensagem` or `message`. The client message "
+        "id is the X-Eco-Client-Message-Id header, then clientMessageId, client_message_id, messageId, "
+        "message_id, then the last `messages[].id`. The user is usuario_id, usuarioId, user_id, userId or "
+        "the X-Eco-User-Id header (not a uuid: dropped); `isGuest` truthy means no user. The interaction's "
+        "meta keeps sessionMeta, clientHour, isGuest and guestId. Unknown fields are ignored."
+    )
 
 
 @lru_cache(maxsize=4)

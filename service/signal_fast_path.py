@@ -2,9 +2,9 @@
 rest of the request's own work, and intake runs at thousands of signals a second.
 
 `fast_signal` accepts only what SignalSchema accepts and returns the same SignalInput; anything it is not
-sure about (a `ts`, a numeric string, an alias, any field it would reject) returns None, and the caller loads
-it with the schema, which also words the errors. tests/test_signal_fast_path.py holds the two to the same
-answers.
+sure about (a `ts`, a numeric string, an alias other than `signal`, an ECO extra other than `session_id`, an
+unknown field, any field it would reject) returns None, and the caller loads it with the schema, which also
+words the errors. tests/test_signal_fast_path.py holds the two to the same answers.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from service.config import Limits
 from service.schemas import (
+    ECO_ID_MAX_CHARS,
     SIGNAL_NAME_PATTERN,
     SIGNAL_TYPE_DEFAULT,
     SIGNAL_TYPE_MAX_CHARS,
@@ -24,7 +25,10 @@ from service.schemas import (
     json_depth,
 )
 
-FIELDS = frozenset({"interaction_id", "name", "type", "meta", "value", "ts", "signal_id"})
+# `signal` is how the ECO web app names its lifecycle signals: the most common signal of all.
+FIELDS = frozenset(
+    {"interaction_id", "name", "signal", "type", "meta", "value", "ts", "signal_id", "session_id"}
+)
 NAME = re.compile(SIGNAL_NAME_PATTERN)
 
 
@@ -55,7 +59,10 @@ def fast_signal(item: Any, limits: Limits) -> SignalInput | None:
     if type(item) is not dict or not item.keys() <= FIELDS or item.get("ts") is not None:
         return None
     interaction_id = _uuid(item.get("interaction_id"))
-    name = _name(item.get("name"), limits.signal_name_chars)
+    # As the schema reads the alias: `name` wins; `signal` stands in when `name` is absent or null.
+    name = _name(
+        item["name"] if item.get("name") is not None else item.get("signal"), limits.signal_name_chars
+    )
     kind = _name(item.get("type", SIGNAL_TYPE_DEFAULT), SIGNAL_TYPE_MAX_CHARS)
     meta = _meta(item.get("meta", {}), limits)
     if interaction_id is None or name is None or kind is None or meta is None:
@@ -73,4 +80,8 @@ def fast_signal(item: Any, limits: Limits) -> SignalInput | None:
             return None
         if not math.isfinite(value):
             return None
-    return SignalInput(interaction_id, name, kind, meta, value, None, signal_id)
+    session_id = item.get("session_id")
+    if session_id is not None and (type(session_id) is not str or len(session_id) > ECO_ID_MAX_CHARS):
+        return None
+    extras = {"session_id": session_id} if session_id is not None else {}
+    return SignalInput(interaction_id, name, kind, meta, value, None, signal_id, extras)

@@ -127,14 +127,17 @@ async def test_headers_and_prompt_ready(client: TestClient, db: Any) -> None:
     assert first.event == "prompt_ready"
     assert first.data["interaction_id"] == iid
     assert first.data["streamId"] == stream_id
-    assert isinstance(first.data["at"], str) and isinstance(first.data["sinceStartMs"], int)
+    # The ECO app reads `at` as epoch milliseconds, a number.
+    assert isinstance(first.data["at"], int) and isinstance(first.data["sinceStartMs"], int)
+    assert first.data["at"] > 1_700_000_000_000, "epoch milliseconds, not seconds"
     rest = [event async for event in events]
     assert rest[-1].event == "done"
 
 
 async def test_default_guest_and_session_ids(client: TestClient) -> None:
     resp = await client.post("/api/ask-eco", json={"message": "Olá"}, headers=SSE)
-    assert resp.headers["X-Eco-Guest-Id"].startswith("guest_")
+    # The ECO app stores a guest id only when it is a uuid v4.
+    assert uuid.UUID(resp.headers["X-Eco-Guest-Id"]).version == 4
     uuid.UUID(resp.headers["X-Eco-Session-Id"])
     assert "X-Eco-Client-Message-Id" not in resp.headers
     await read_sse(resp)

@@ -128,8 +128,17 @@ async def test_document_is_valid_and_covers_every_route(
     ):
         assert path in document["paths"], path
     signal = document["components"]["schemas"]["Signal"]
-    assert signal["additionalProperties"] is False
-    assert {"interaction_id", "name", "signal", "meta", "signal_id"} <= set(signal["properties"])
+    # Liberal intake: unknown fields are ignored, so the document must not forbid them.
+    assert signal.get("additionalProperties", True) is not False
+    assert {"interaction_id", "interactionId", "name", "signal", "meta", "signal_id", "session_id"} <= set(
+        signal["properties"]
+    )
+    ask = document["components"]["schemas"]["Ask"]
+    assert ask.get("additionalProperties", True) is not False
+    assert {"texto", "mensagens", "clientMessageId", "usuario_id", "isGuest", "sessionMeta"} <= set(
+        ask["properties"]
+    )
+    assert "get" in document["paths"]["/api/ask-eco"]
 
 
 async def test_ask_eco_answers_conform(doc_client: TestClient, document: dict[str, Any]) -> None:
@@ -150,6 +159,26 @@ async def test_ask_eco_answers_conform(doc_client: TestClient, document: dict[st
 
     status, *_ = await check.call("POST", "/api/ask-eco", json_body={"message": "Olá"}, headers=sse)
     assert status == 409
+
+    app_body = {
+        "mensagens": [{"role": "user", "text": "Olá", "id": "m-2"}],
+        "clientMessageId": "m-2",
+        "usuario_id": "not-a-uuid",
+        "isGuest": True,
+        "sessionMeta": {"device": "web"},
+        "clientHour": 9,
+        "stream": "true",
+        "unknown": [1],
+    }
+    status, headers, body = await check.call("POST", "/api/ask-eco", json_body=app_body)
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    status, headers, body = await check.call("GET", "/api/ask-eco?texto=Ol%C3%A1&client_message_id=m-3")
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    described = document["paths"]["/api/ask-eco"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    for name, data in _parse_sse(body):
+        event_validator(document, described["x-sse-events"][name]["$ref"]).validate(data)
+    status, *_ = await check.call("GET", "/api/ask-eco?payload=%5B1%5D", valid_request=False)
+    assert status == 422
     for raw, content_type, expected in (
         (b"{nope", "application/json", 400),
         (b'{"message": "x"}', "text/plain", 415),

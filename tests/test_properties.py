@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from service.schemas import SIGNAL_EXTRAS
 from tests.helpers import fetch, read_sse, wait_for
 
 EXAMPLES = 60
@@ -156,7 +157,12 @@ def as_json_numbers(text: str) -> Any:
 
 
 def expected_meta(body: dict[str, Any]) -> dict[str, Any]:
+    extras = {
+        stored: next((body[n] for n in names if body.get(n) is not None), None)
+        for stored, names in SIGNAL_EXTRAS
+    }
     extra = {
+        **extras,
         "type": body.get("type", "passive"),
         "ts": datetime.fromisoformat(body["ts"]).isoformat() if body.get("ts") is not None else None,
         "value": float(body["value"]) if body.get("value") is not None else None,
@@ -231,20 +237,30 @@ def ask_bodies(draw: st.DrawFn, wrong_types: bool) -> dict[str, Any]:
         max_size=3,
     ).map(lambda items: [{k: v for k, v in item.items() if v is not ...} for item in items])
     fields = {
-        draw(st.sampled_from(["message", "text", "mensagem"])): draw(maybe(prompts, wrong_types)),
+        draw(st.sampled_from(["message", "text", "texto", "mensagem"])): draw(maybe(prompts, wrong_types)),
         "messages": draw(maybe(messages, wrong_types)),
         "client_message_id": draw(maybe(message_ids, wrong_types)),
-        "user_id": draw(maybe(st.uuids().map(str), wrong_types)),
+        "user_id": draw(maybe(st.one_of(st.uuids().map(str), st.uuids().map(str), texts), wrong_types)),
         "stream": draw(maybe(st.booleans(), wrong_types)),
     }
     return {key: value for key, value in fields.items() if value is not ...}
 
 
 def expected_prompt(body: dict[str, Any]) -> str:
-    for key in ("message", "text", "mensagem"):
-        if body.get(key) is not None:
-            return body[key]
-    return [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+    """The last non-empty user message of the history, otherwise the direct message (ECO_CONTRACT.md)."""
+    users = [
+        m["content"]
+        for m in body.get("messages") or []
+        if m.get("role", "user") == "user" and m.get("content")
+    ]
+    if users:
+        return users[-1]
+    return next(body[key] for key in ("text", "texto", "mensagem", "message") if body.get(key) is not None)
+
+
+def expected_user(body: dict[str, Any]) -> str | None:
+    """A user id that is not a uuid is dropped, not refused."""
+    return str(uuid.UUID(body["user_id"])) if is_uuid(body.get("user_id")) else None
 
 
 async def stored_interaction(db: Any, interaction_id: str) -> list[tuple[Any, ...]]:
@@ -289,4 +305,100 @@ async def test_ask_is_rejected_or_answered_and_delivered_intact(
     assert answer["interaction_id"] == interaction_id
     rows = await wait_for(lambda: stored_interaction(db, interaction_id))
     prompt_hash = hashlib.sha256(expected_prompt(body).encode("utf-8")).hexdigest()
-    assert rows == [(prompt_hash, body.get("client_message_id"), body.get("user_id"))]
+    assert rows == [(prompt_hash, body.get("client_message_id"), expected_user(body))]
+
+
+# Liberal intake (ECO_CONTRACT.md): unknown fields are ignored; a known field of the wrong type is a 422.
+SIGNAL_KNOWN = frozenset(
+    {"interaction_id", "interactionId", "name", "signal", "type", "meta", "value", "ts", "signal_id"}
+    | {name for _, names in SIGNAL_EXTRAS for name in names}
+)
+ASK_KNOWN = frozenset(
+    {"messages", "mensagens", "text", "texto", "mensagem", "message", "clientMessageId", "client_message_id"}
+    | {"messageId", "message_id", "usuario_id", "usuarioId", "user_id", "userId", "isGuest", "guestId"}
+    | {"nome_usuario", "contexto", "sessionMeta", "clientHour", "client_hour", "stream"}
+)
+storable_texts = st.text(storable, max_size=12)
+storable_json = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**40), 2**40),
+        st.floats(allow_nan=False, allow_infinity=False),
+        storable_texts,
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(storable_texts, children, max_size=3)
+    ),
+    max_leaves=8,
+)
+unknown_fields = st.dictionaries(
+    storable_texts.filter(lambda key: key not in SIGNAL_KNOWN | ASK_KNOWN),
+    storable_json,
+    min_size=1,
+    max_size=4,
+)
+OBJECT_FIELDS = frozenset({"meta", "contexto", "sessionMeta"})
+LIST_FIELDS = frozenset({"messages", "mensagens"})
+
+
+def wrong_value(key: str) -> st.SearchStrategy[Any]:
+    """A JSON value whose type the field `key` does not take."""
+    if key in OBJECT_FIELDS:
+        return st.one_of(st.integers(), st.text(min_size=1, max_size=5), st.lists(st.integers(), max_size=2))
+    if key in LIST_FIELDS:
+        return st.one_of(st.integers(), st.text(min_size=1, max_size=5), st.just({"role": "user"}))
+    return st.one_of(st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers()))
+
+
+@PROPERTY_SETTINGS
+@given(unknown=unknown_fields, alias=st.sampled_from(["name", "signal"]))
+async def test_signal_unknown_fields_are_ignored(
+    client: TestClient, db: Any, unknown: dict[str, Any], alias: str
+) -> None:
+    interaction_id = str(uuid.uuid4())
+    await ensure_parent(db, interaction_id)
+    body = {**unknown, "interaction_id": interaction_id, alias: "view"}
+    resp = await client.post("/api/signal", json=body)
+    assert resp.status == 202, await resp.text()
+    answer = await resp.json()
+    assert answer["status"] == "queued"
+    rows = await wait_for(lambda: stored_signal(db, answer["id"]))
+    assert [(iid, name, json.loads(meta)) for iid, name, meta in rows] == [
+        (interaction_id, "view", {"type": "passive"})
+    ]
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data(), key=st.sampled_from(sorted(SIGNAL_KNOWN - {"signal"})))
+async def test_signal_known_field_of_a_wrong_type_is_a_422(
+    client: TestClient, db: Any, data: st.DataObject, key: str
+) -> None:
+    body = {"interaction_id": str(uuid.uuid4()), "name": "view", key: data.draw(wrong_value(key))}
+    resp = await client.post("/api/signal", json=body)
+    answer = await resp.json()
+    assert resp.status == 422, answer
+    assert key in answer["details"], answer
+
+
+@PROPERTY_SETTINGS
+@given(unknown=unknown_fields)
+async def test_ask_unknown_fields_are_ignored(client: TestClient, db: Any, unknown: dict[str, Any]) -> None:
+    resp = await client.post("/api/ask-eco", json={**unknown, "texto": "Olá", "stream": False})
+    answer = await resp.json()
+    assert resp.status == 200, answer
+    rows = await wait_for(lambda: stored_interaction(db, answer["interaction_id"]))
+    assert rows[0][0] == hashlib.sha256(b"Ol\xc3\xa1").hexdigest()
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data(), key=st.sampled_from(sorted(ASK_KNOWN)))
+async def test_ask_known_field_of_a_wrong_type_is_a_422(
+    client: TestClient, db: Any, data: st.DataObject, key: str
+) -> None:
+    body = {"message": "Olá", "stream": False, key: data.draw(wrong_value(key))}
+    resp = await client.post("/api/ask-eco", json=body)
+    answer = await resp.json()
+    assert resp.status == 422, answer
+    assert key in answer["details"], answer
+    assert await fetch(db, "select 1 from eco_outbox.events where kind = 'interaction'") == []

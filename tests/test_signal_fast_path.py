@@ -53,6 +53,7 @@ fields: dict[str, st.SearchStrategy[Any]] = {
     "ts": st.one_of(st.none(), st.sampled_from(["2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00"])),
     "signal_id": st.one_of(uuids, st.none(), anything),
     "unknown": anything,
+    "session_id": st.one_of(st.text(max_size=3), st.just("s" * 257), st.none(), anything),
 }
 
 
@@ -64,6 +65,7 @@ plausible: dict[str, st.SearchStrategy[Any]] = {
     "value": st.one_of(st.integers(), st.floats(allow_nan=False), st.none()),
     "signal_id": st.one_of(uuids, st.none()),
     "ts": st.none(),
+    "session_id": st.one_of(st.text(max_size=8), st.just("s" * 256)),
 }
 
 
@@ -101,6 +103,13 @@ def test_the_common_signal_takes_the_fast_path() -> None:
     assert fast.type == "passive" and fast.value == 3.0
 
 
+def test_the_eco_app_lifecycle_signal_takes_the_fast_path() -> None:
+    item = {"signal": "done", "interaction_id": str(uuid.uuid4()), "session_id": "s-1"}
+    fast = fast_signal(item, LIMITS)
+    assert fast is not None and fast.name == "done"
+    assert fast == SCHEMA.load(item)
+
+
 def test_what_the_schema_must_word_is_left_to_it() -> None:
     base = {"interaction_id": str(uuid.uuid4()), "name": "view"}
     for extra in (
@@ -108,5 +117,9 @@ def test_what_the_schema_must_word_is_left_to_it() -> None:
         {"meta": {"k": "v" * 80}},
         {"value": True},
         {"ts": "2026-01-01T00:00:00"},
+        {"session_id": "s" * 257},
+        {"response_id": "r-1"},
+        {"interactionId": str(uuid.uuid4())},
+        {"unknown": 1},
     ):
         assert fast_signal({**base, **extra}, LIMITS) is None

@@ -1,42 +1,98 @@
-"""POST /api/ask-eco: the reply as Server-Sent Events, or as one JSON object."""
+"""POST (and GET, for EventSource) /api/ask-eco: the reply as Server-Sent Events, or as one JSON object."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from collections.abc import Mapping
 from contextlib import aclosing
+from dataclasses import replace
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from service.errors import ApiError, validation_failed
+from service.headers import (
+    HEADER_CLIENT_MESSAGE_ID,
+    HEADER_GUEST_ID,
+    HEADER_SESSION_ID,
+    HEADER_USER_ID,
+    header_text,
+)
 from service.interaction import FINISH_CLIENT_DISCONNECT, InteractionRun
 from service.keys import CONFIG, RESPONDER, STREAMS, WRITER
 from service.metrics import OPEN_STREAMS
-from service.payload import read_json
-from service.schemas import ask_schema
+from service.payload import check_text, parse_json, read_json
+from service.schemas import as_uuid, ask_schema
+
+# `stream` (body or query) values that choose the stream, as the ECO backend read them.
+STREAM_TRUE = frozenset({"true", "1", "yes"})
+# Query parameters that carry JSON (GET, for EventSource, which cannot send a body).
+QUERY_JSON_KEYS = ("messages", "mensagens")
+QUERY_PAYLOAD = "payload"
 
 
 def _wants_stream(request: web.Request, stream: bool | None) -> bool:
-    return bool(stream) or "text/event-stream" in request.headers.get("Accept", "")
+    return (
+        request.method == "GET"
+        or bool(stream)
+        or request.query.get("stream", "").strip().lower() in STREAM_TRUE
+        or "text/event-stream" in request.headers.get("Accept", "")
+    )
+
+
+def _query_json(name: str, raw: str) -> object:
+    try:
+        return parse_json(raw.encode("utf-8", "surrogatepass"))
+    except ApiError as exc:
+        raise validation_failed({name: [exc.message]}) from exc
+
+
+def _query_body(query: Mapping[str, str]) -> dict[str, object]:
+    """The ask a GET carries: `payload` as a whole JSON body, the other parameters over it."""
+    body: dict[str, object] = {}
+    if QUERY_PAYLOAD in query:
+        payload = _query_json(QUERY_PAYLOAD, query[QUERY_PAYLOAD])
+        if not isinstance(payload, dict):
+            raise validation_failed({QUERY_PAYLOAD: ["must be a JSON object"]})
+        body.update(payload)
+    for name, value in query.items():
+        if name in QUERY_JSON_KEYS:
+            body[name] = _query_json(name, value)
+        elif name != QUERY_PAYLOAD:
+            body[name] = value
+    check_text(body)
+    return body
 
 
 async def ask_eco(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
-    body = await read_json(request, config.limits.ask_body_bytes)
+    if request.method == "GET":
+        body: object = _query_body(request.query)
+    else:
+        body = await read_json(request, config.limits.ask_body_bytes)
     ask = ask_schema(config.limits).load(body)
+    user_id = ask.user_id
+    if user_id is None and not ask.meta.get("isGuest"):
+        user_id = as_uuid(header_text(request, HEADER_USER_ID))
     run = InteractionRun(
         request.app[WRITER],
         request.app[RESPONDER],
-        ask,
-        guest_id=request.headers.get("X-Eco-Guest-Id") or f"guest_{uuid.uuid4()}",
-        session_id=request.headers.get("X-Eco-Session-Id") or str(uuid.uuid4()),
-        client_message_id=ask.client_message_id or request.headers.get("X-Eco-Client-Message-Id") or None,
+        replace(ask, user_id=user_id),
+        guest_id=header_text(request, HEADER_GUEST_ID) or str(uuid.uuid4()),
+        session_id=header_text(request, HEADER_SESSION_ID) or str(uuid.uuid4()),
+        client_message_id=header_text(request, HEADER_CLIENT_MESSAGE_ID) or ask.client_message_id,
     )
     prompt_ready = await run.open()
     if _wants_stream(request, ask.stream):
         return await _stream(request, run, prompt_ready)
     return await _json(run)
+
+
+async def no_content(request: web.Request) -> web.Response:
+    """HEAD and a plain OPTIONS (not a CORS preflight): the route is here, and nothing is started."""
+    return web.Response(status=204)
 
 
 async def _json(run: InteractionRun) -> web.Response:

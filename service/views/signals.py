@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -10,35 +9,38 @@ from marshmallow import ValidationError
 
 from outbox.events import OutboxEvent, signal_event
 from service.errors import validation_failed
+from service.headers import (
+    HEADER_GUEST_ID,
+    HEADER_IDEMPOTENCY_KEY,
+    HEADER_INTERACTION_ID,
+    HEADER_SESSION_ID,
+    header_text,
+    header_uuid,
+)
 from service.keys import CONFIG, WRITER
 from service.payload import BEACON_TYPES, read_json
 from service.schemas import SignalInput, SignalSchema, signal_schema
 from service.signal_fast_path import fast_signal
 
-HEADER_INTERACTION_ID = "X-Eco-Interaction-Id"
-HEADER_IDEMPOTENCY_KEY = "Idempotency-Key"
-
-
-def _header_uuid(request: web.Request, name: str) -> str | None:
-    raw = request.headers.get(name)
-    if raw is None or not raw.strip():
-        return None
-    try:
-        return str(uuid.UUID(raw.strip()))
-    except ValueError as exc:
-        raise validation_failed({name: ["Not a valid UUID."]}) from exc
-
 
 def _enriched_meta(signal: SignalInput, request: web.Request) -> dict[str, Any]:
-    """The meta the ECO backend stored: the client's, plus the request's context."""
+    """The meta the ECO backend stored: the client's, its ECO extras, and the request's context; the
+    header's guest id wins over the body's, and `guest_id_header` never overwrites the client's own."""
+    guest_id = header_text(request, HEADER_GUEST_ID)
+    extras = dict(signal.extras)
+    if "guest_id" in extras and guest_id is not None:
+        extras["guest_id"] = guest_id
     extra = {
+        **extras,
         "type": signal.type,
         "ts": signal.ts.isoformat() if signal.ts else None,
         "value": signal.value,
-        "guest_id_header": request.headers.get("X-Eco-Guest-Id"),
-        "session_id_header": request.headers.get("X-Eco-Session-Id"),
+        "session_id_header": header_text(request, HEADER_SESSION_ID),
     }
-    return {**signal.meta, **{key: value for key, value in extra.items() if value is not None}}
+    meta = {**signal.meta, **{key: value for key, value in extra.items() if value is not None}}
+    if guest_id is not None:
+        meta.setdefault("guest_id_header", guest_id)
+    return meta
 
 
 def _load(schema: SignalSchema, item: Any, overrides: dict[str, str]) -> SignalInput:
@@ -52,9 +54,9 @@ async def post_signal(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     body = await read_json(request, config.limits.signal_body_bytes, BEACON_TYPES)
     overrides: dict[str, str] = {}
-    if interaction_id := _header_uuid(request, HEADER_INTERACTION_ID):
+    if interaction_id := header_uuid(request, HEADER_INTERACTION_ID):
         overrides["interaction_id"] = interaction_id
-    idempotency_key = _header_uuid(request, HEADER_IDEMPOTENCY_KEY)
+    idempotency_key = header_uuid(request, HEADER_IDEMPOTENCY_KEY)
     schema = signal_schema(config.limits)
 
     if isinstance(body, list):
