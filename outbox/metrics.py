@@ -24,3 +24,14 @@ RELAY_BATCH_SECONDS = Histogram(
     "Time to claim, deliver and mark one relay batch.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+RELAY_BATCH_FAILURES = Counter(
+    "eco_outbox_relay_batch_failures",
+    "Relay batches that failed as a whole, by class (outage, not_ready); no row was charged for them.",
+    ["failure"],
+)
+RELAY_REFUSED = Counter(
+    "eco_outbox_refused_rows",
+    "Rows the target refused (isolated from their batch and charged an attempt), by SQLSTATE.",
+    ["kind", "sqlstate"],
+)
+LOOP_RESTARTS = Counter("eco_outbox_loop_restarts", "Outbox loops restarted after they died.", ["loop"])
