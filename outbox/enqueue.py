@@ -15,7 +15,8 @@ import aiopg
 import psycopg2
 from loguru import logger
 
-from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable
+from outbox.background import LoopHealth, cancel_and_wait, supervise
+from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable, describe, server_cancelled
 from outbox.events import EnqueueResult, Kind, OutboxEvent
 from outbox.tables import CHANNEL
 
@@ -53,7 +54,7 @@ class OutboxWriter:
 
     A batch is sent as soon as the previous one has committed (natural batching: no added latency when the
     service is idle); `wait_ms` may add a short wait to gather more rows under load. `flushers` batches may
-    be in flight at once.
+    be in flight at once. No caller waits longer than `timeout_s`: it gets DatabaseUnavailable (a 503).
     """
 
     def __init__(
@@ -63,25 +64,33 @@ class OutboxWriter:
         max_rows: int = 500,
         wait_ms: float = 0.0,
         flushers: int = 2,
+        timeout_s: float = 15.0,
     ) -> None:
         self._pool = pool
         self._max_rows = max_rows
         self._wait_s = wait_ms / 1000
         self._flushers = flushers
+        self._timeout_s = timeout_s
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self.loops: list[LoopHealth] = []
 
     async def start(self) -> None:
+        self.loops = [LoopHealth(f"outbox-writer-{i}") for i in range(self._flushers)]
         self._tasks = [
-            asyncio.create_task(self._flush_loop(), name=f"outbox-writer-{i}") for i in range(self._flushers)
+            asyncio.create_task(supervise(health, self._flush_loop), name=health.name)
+            for health in self.loops
         ]
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def close(self) -> None:
         """Finish what is queued, then stop: a request already waiting gets its answer."""
         await self._queue.join()
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_and_wait(task)
         self._tasks = []
 
     async def enqueue(self, events: Sequence[OutboxEvent]) -> list[EnqueueResult]:
@@ -90,7 +99,14 @@ class OutboxWriter:
             raise RuntimeError("OutboxWriter.start() was not called")
         request = _Request(events)
         self._queue.put_nowait(request)
-        return await request.future
+        try:
+            # The timeout cancels the future: a flusher that has not taken it yet skips it, so a request
+            # answered 503 is not written (one already in flight may be; a retry with its id is a no-op).
+            async with asyncio.timeout(self._timeout_s):
+                return await request.future
+        except TimeoutError:
+            logger.bind(code="enqueue_timeout").warning("outbox enqueue outlived {} s", self._timeout_s)
+            raise DatabaseUnavailable(f"outbox enqueue outlived {self._timeout_s} s") from None
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -124,6 +140,15 @@ class OutboxWriter:
             return
         try:
             inserted = await self._insert([event for request in live for event in request.events])
+        except asyncio.CancelledError as exc:
+            # pg_cancel_backend or statement_timeout, which aiopg raises as CancelledError: the INSERT did
+            # not commit; these callers get a 503, and this flusher goes on.
+            if not server_cancelled(exc):
+                raise
+            logger.bind(code="57014").warning("outbox insert cancelled by the server: {}", describe(exc))
+            for request in live:
+                _settle(request, exception=DatabaseUnavailable(describe(exc)))
+            return
         except CONNECTION_ERRORS as exc:
             logger.bind(code="db_unavailable").warning("outbox insert failed: {}", exc)
             for request in live:
