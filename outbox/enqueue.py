@@ -37,6 +37,12 @@ SELECT kind, key::text FROM inserted LEFT JOIN wake ON true
 """
 
 
+EXISTING_EVENTS_SQL = """
+SELECT e.kind, e.key::text FROM eco_outbox.events AS e
+JOIN unnest(%(kinds)s::text[], %(keys)s::uuid[]) AS k(kind, key) ON e.kind = k.kind AND e.key = k.key
+"""
+
+
 def encode_payload(payload: dict[str, object]) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -139,10 +145,10 @@ class OutboxWriter:
         if not live:
             return
         try:
-            inserted = await self._insert([event for request in live for event in request.events])
+            inserted = await self._insert_retrying([event for request in live for event in request.events])
         except asyncio.CancelledError as exc:
-            # pg_cancel_backend or statement_timeout, which aiopg raises as CancelledError: the INSERT did
-            # not commit; these callers get a 503, and this flusher goes on.
+            # pg_cancel_backend or statement_timeout, which aiopg raises as CancelledError, twice: the INSERT
+            # did not commit; these callers get a 503, and this flusher goes on.
             if not server_cancelled(exc):
                 raise
             logger.bind(code="57014").warning("outbox insert cancelled by the server: {}", describe(exc))
@@ -172,7 +178,23 @@ class OutboxWriter:
                 ],
             )
 
-    async def _insert(self, events: list[OutboxEvent]) -> set[tuple[str, str]]:
+    async def _insert_retrying(self, events: list[OutboxEvent]) -> set[tuple[str, str]]:
+        """A connection lost mid-statement leaves the commit unknown (a terminate that lands as the INSERT
+        commits still fails it): answering 503 for rows that were stored would be a lie, so try once more,
+        on fresh connections (the dead ones are dropped first), idempotently."""
+        try:
+            return await self._insert(events)
+        except asyncio.CancelledError as exc:
+            if not server_cancelled(exc):
+                raise
+            error = describe(exc)
+        except CONNECTION_ERRORS as exc:
+            error = describe(exc)
+        logger.bind(code="db_unavailable").warning("outbox insert failed, trying once more: {}", error)
+        await self._pool.clear()
+        return await self._insert(events, retried=True)
+
+    async def _insert(self, events: list[OutboxEvent], *, retried: bool = False) -> set[tuple[str, str]]:
         params = {
             "kinds": [str(event.kind) for event in events],
             "keys": [str(event.key) for event in events],
@@ -183,6 +205,10 @@ class OutboxWriter:
         async with self._pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute(INSERT_EVENTS_SQL, params)
             rows = await cur.fetchall()
+            if retried:
+                # What the first try committed conflicts now: its rows count as inserted by this request.
+                await cur.execute(EXISTING_EVENTS_SQL, params)
+                rows += await cur.fetchall()
         return {(Kind(kind), key) for kind, key in rows}
 
 
