@@ -120,10 +120,13 @@ WHERE kind = '{Kind.SIGNAL}' AND interaction_id = ANY(%(interaction_ids)s::uuid[
        OR (state = '{DEAD}' AND last_error = '{PARENT_MISSING}'))
 """
 
-PENDING_PARENTS_SQL = f"""
-SELECT DISTINCT key::text FROM eco_outbox.events
-WHERE kind IN ('{Kind.INTERACTION}', '{Kind.INTERACTION_COMPLETION}') AND state = '{PENDING}'
+# Where the outbox has the parents of signals that missed them: pending (on their way), or delivered by a
+# concurrent batch after this one looked in the target.
+PARENT_STATES_SQL = f"""
+SELECT key::text, bool_or(state = '{PENDING}') FROM eco_outbox.events
+WHERE kind IN ('{Kind.INTERACTION}', '{Kind.INTERACTION_COMPLETION}') AND state <> '{DEAD}'
   AND key = ANY(%(interaction_ids)s::uuid[])
+GROUP BY key
 """
 
 
@@ -367,11 +370,12 @@ class Relay:
         first = await self._isolate(cur, kind, rows[:middle])
         return first.merged(await self._isolate(cur, kind, rows[middle:]))
 
-    async def _pending_parents(self, cur: Cursor, interaction_ids: set[str]) -> set[str]:
+    async def _parent_states(self, cur: Cursor, interaction_ids: set[str]) -> dict[str, bool]:
+        """Interaction id -> True if still pending in the outbox, False if delivered; absent if neither."""
         if not interaction_ids:
-            return set()
-        await cur.execute(PENDING_PARENTS_SQL, {"interaction_ids": list(interaction_ids)})
-        return {row[0] for row in await cur.fetchall()}
+            return {}
+        await cur.execute(PARENT_STATES_SQL, {"interaction_ids": list(interaction_ids)})
+        return {key: pending for key, pending in await cur.fetchall()}
 
     async def _mark(
         self,
@@ -388,7 +392,7 @@ class Relay:
         held_states: list[str] = []
         held_delays_ms: list[float] = []
         held_errors: list[str] = []
-        pending_parents = await self._pending_parents(
+        parents = await self._parent_states(
             cur,
             {
                 row.interaction_id
@@ -411,7 +415,8 @@ class Relay:
             else:
                 reason = error = result.held.get(row.key, "not_written")
             log = logger.bind(interaction_id=row.interaction_id, signal=row.key, code=reason)
-            if reason == PARENT_MISSING and row.interaction_id in pending_parents:
+            parent_pending = parents.get(row.interaction_id) if reason == PARENT_MISSING else None
+            if parent_pending:
                 # Its parent is on its way: released when it lands, so this costs neither attempts nor age.
                 held_charges.append(0)
                 held_states.append(PENDING)
@@ -425,7 +430,11 @@ class Relay:
             log = log.bind(attempt=attempt)
             held_charges.append(1)
             held_errors.append(error)
-            if attempt >= self._settings.max_attempts or age_s >= self._settings.max_age_s:
+            # A parent delivered by a concurrent batch: the miss was a race, due again now, and its age
+            # (which an outage may have spent) does not kill it; its attempts still bound it.
+            raced = parent_pending is False
+            too_old = age_s >= self._settings.max_age_s and not raced
+            if attempt >= self._settings.max_attempts or too_old:
                 held_states.append(DEAD)
                 held_delays_ms.append(0.0)
                 metrics.RELAY_DEAD.labels(kind=kind, reason=reason).inc()
@@ -434,7 +443,7 @@ class Relay:
                     "dead-lettered {} after {} attempts ({:.0f} s old): {}", kind, attempt, age_s, error
                 )
             else:
-                delay_ms = self._settings.backoff.delay_ms(attempt, self._rng)
+                delay_ms = 0.0 if raced else self._settings.backoff.delay_ms(attempt, self._rng)
                 held_states.append(PENDING)
                 held_delays_ms.append(delay_ms)
                 metrics.RELAY_RETRIED.labels(kind=kind, reason=reason).inc()
