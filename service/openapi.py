@@ -230,7 +230,7 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: databases reachable, migrations applied, relay running",
+                "summary": "Readiness: databases reachable, migrations applied, every outbox loop up and not failing",
                 "operationId": "readyz",
                 "tags": ["operations"],
                 "responses": {
