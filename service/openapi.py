@@ -230,7 +230,7 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: databases reachable, migrations applied, every outbox loop up and not failing",
+                "summary": "Readiness: databases reachable, migrations applied, outbox loops up",
                 "operationId": "readyz",
                 "tags": ["operations"],
                 "responses": {
