@@ -15,6 +15,7 @@ import aiopg
 import psycopg2
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
 
 from outbox.background import LoopHealth, supervise
 from outbox.enqueue import OutboxWriter
@@ -22,6 +23,8 @@ from outbox.errors import Failure, classify, describe, server_cancelled, sqlstat
 from outbox.events import InteractionRow, interaction_event
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, insert_interaction, scalar, wait_for
+
+NOT_READY_BATCHES = "eco_outbox_relay_batch_failures_total"
 
 
 def pg_error(cls: type[psycopg2.Error], pgcode: str | None) -> psycopg2.Error:
@@ -129,6 +132,7 @@ async def post_signal(client: TestClient, iid: str) -> str:
 async def test_a_missing_target_table_makes_the_relay_not_ready_and_charges_no_row(
     make_client: Callable[..., Any], db: aiopg.Pool
 ) -> None:
+    not_ready_before = REGISTRY.get_sample_value(NOT_READY_BATCHES, {"failure": "not_ready"}) or 0.0
     client = await make_client(relay=replace(TEST_RELAY, unhealthy_batches=2, outage_pause_max_s=0.2))
     iid = str(uuid.uuid4())
     await insert_interaction(db, iid)
@@ -145,6 +149,7 @@ async def test_a_missing_target_table_makes_the_relay_not_ready_and_charges_no_r
     assert failing and failing[0]["last_failure"]["class"] == "not_ready"
     row = await fetch(db, "select state, attempts from eco_outbox.events where key = %s", (signal_id,))
     assert row == [("pending", 0)]
+    assert REGISTRY.get_sample_value(NOT_READY_BATCHES, {"failure": "not_ready"}) >= not_ready_before + 2
 
     await fetch(db, "alter table analytics.eco_passive_signals_moved rename to eco_passive_signals")
     await wait_for(
