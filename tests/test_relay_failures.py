@@ -18,9 +18,11 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
 from outbox.background import LoopHealth, supervise
+from outbox.backoff import Backoff
 from outbox.enqueue import OutboxWriter
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
-from outbox.events import InteractionRow, interaction_event
+from outbox.events import InteractionRow, interaction_event, signal_event
+from outbox.relay import Relay
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, insert_interaction, scalar, wait_for
 
@@ -199,3 +201,34 @@ async def test_a_signal_dead_of_a_missing_parent_is_revived_when_its_parent_land
         await scalar(db, "select count(*) from analytics.eco_passive_signals where id = %s", (signal_id,))
         == 1
     )
+
+
+async def test_a_signal_whose_parent_is_pending_in_the_outbox_is_not_charged(db: aiopg.Pool) -> None:
+    """Its parent is on its way (pending in the outbox, not due yet): the signal waits without spending
+    attempts or age, and is delivered once the parent lands."""
+    # A max age of 0 would kill any charged row at its first miss; the long cap keeps the waiting signal out
+    # of the parent's batch, so only the release can make it due.
+    relay = Relay(db, db, replace(TEST_RELAY, max_age_s=0.0, backoff=Backoff(base_ms=10, cap_ms=600_000)))
+    iid = uuid.uuid4()
+    writer = OutboxWriter(db)
+    await writer.start()
+    try:
+        await writer.enqueue([interaction_event(InteractionRow(id=iid, created_at=datetime.now(UTC)))])
+        await fetch(db, "update eco_outbox.events set next_attempt_at = now() + interval '1 hour'")
+        [signal] = await writer.enqueue([signal_event(iid, "view", {})])
+    finally:
+        await writer.close()
+    signal_id = str(signal.event.key)
+
+    outcome = await relay.run_once()
+    assert (outcome.claimed, outcome.retried, outcome.dead) == (1, 1, 0)
+    row = await fetch(
+        db, "select state, attempts, last_error from eco_outbox.events where key = %s", (signal_id,)
+    )
+    assert row == [("pending", 0, "parent_pending")]
+
+    await fetch(db, "update eco_outbox.events set next_attempt_at = now() where kind = 'interaction'")
+    assert (await relay.run_once()).delivered == 1
+    # Released by its parent's delivery: due now, not at its wait.
+    assert (await relay.run_once()).delivered == 1
+    assert await scalar(db, "select state from eco_outbox.events where key = %s", (signal_id,)) == "delivered"
