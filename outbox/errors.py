@@ -72,7 +72,7 @@ def classify(exc: BaseException) -> Failure:
 def describe(exc: BaseException) -> str:
     """SQLSTATE and the server's first message line, as `last_error` and /readyz show them."""
     code = sqlstate(exc)
-    source = exc.__context__ if isinstance(exc, asyncio.CancelledError) else exc
+    source = (exc.__context__ or exc) if isinstance(exc, asyncio.CancelledError) else exc
     message = (str(source).strip().splitlines() or [source.__class__.__name__])[0]
     return f"{code}: {message}" if code else f"{exc.__class__.__name__}: {message}"
 
