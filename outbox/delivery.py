@@ -71,12 +71,22 @@ SELECT id::text FROM ready
 """
 
 
+PARENT_MISSING = "parent_missing"
+
+
 @dataclass
 class DeliveryResult:
-    """Keys written (or found already written) and keys held back, with the reason for each."""
+    """Keys written (or found already written), keys held back (waiting) and keys the target refused, with
+    the reason for each: `parent_missing`, or the SQLSTATE and message of the refusal."""
 
     delivered: set[str] = field(default_factory=set)
     held: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def merged(self, other: DeliveryResult) -> DeliveryResult:
+        return DeliveryResult(
+            self.delivered | other.delivered, {**self.held, **other.held}, {**self.refused, **other.refused}
+        )
 
 
 def _rows_json(payloads: Sequence[str]) -> str:
@@ -106,6 +116,4 @@ async def deliver_signals(cur: Cursor, keys: Sequence[str], payloads: Sequence[s
     except psycopg2.errors.ForeignKeyViolation:
         # A parent deleted between the check and the insert: every signal of the batch waits and retries.
         return DeliveryResult(held={key: "fk_violation" for key in keys})
-    return DeliveryResult(
-        delivered=written, held={key: "parent_missing" for key in keys if key not in written}
-    )
+    return DeliveryResult(delivered=written, held={key: PARENT_MISSING for key in keys if key not in written})

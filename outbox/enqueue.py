@@ -15,7 +15,8 @@ import aiopg
 import psycopg2
 from loguru import logger
 
-from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable
+from outbox.background import LoopHealth, cancel_and_wait, supervise
+from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable, describe, server_cancelled
 from outbox.events import EnqueueResult, Kind, OutboxEvent
 from outbox.tables import CHANNEL
 
@@ -36,6 +37,12 @@ SELECT kind, key::text FROM inserted LEFT JOIN wake ON true
 """
 
 
+EXISTING_EVENTS_SQL = """
+SELECT e.kind, e.key::text FROM eco_outbox.events AS e
+JOIN unnest(%(kinds)s::text[], %(keys)s::uuid[]) AS k(kind, key) ON e.kind = k.kind AND e.key = k.key
+"""
+
+
 def encode_payload(payload: dict[str, object]) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -53,7 +60,7 @@ class OutboxWriter:
 
     A batch is sent as soon as the previous one has committed (natural batching: no added latency when the
     service is idle); `wait_ms` may add a short wait to gather more rows under load. `flushers` batches may
-    be in flight at once.
+    be in flight at once. No caller waits longer than `timeout_s`: it gets DatabaseUnavailable (a 503).
     """
 
     def __init__(
@@ -63,25 +70,33 @@ class OutboxWriter:
         max_rows: int = 500,
         wait_ms: float = 0.0,
         flushers: int = 2,
+        timeout_s: float = 15.0,
     ) -> None:
         self._pool = pool
         self._max_rows = max_rows
         self._wait_s = wait_ms / 1000
         self._flushers = flushers
+        self._timeout_s = timeout_s
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self.loops: list[LoopHealth] = []
 
     async def start(self) -> None:
+        self.loops = [LoopHealth(f"outbox-writer-{i}") for i in range(self._flushers)]
         self._tasks = [
-            asyncio.create_task(self._flush_loop(), name=f"outbox-writer-{i}") for i in range(self._flushers)
+            asyncio.create_task(supervise(health, self._flush_loop), name=health.name)
+            for health in self.loops
         ]
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def close(self) -> None:
         """Finish what is queued, then stop: a request already waiting gets its answer."""
         await self._queue.join()
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_and_wait(task)
         self._tasks = []
 
     async def enqueue(self, events: Sequence[OutboxEvent]) -> list[EnqueueResult]:
@@ -90,7 +105,14 @@ class OutboxWriter:
             raise RuntimeError("OutboxWriter.start() was not called")
         request = _Request(events)
         self._queue.put_nowait(request)
-        return await request.future
+        try:
+            # The timeout cancels the future: a flusher that has not taken it yet skips it, so a request
+            # answered 503 is not written (one already in flight may be; a retry with its id is a no-op).
+            async with asyncio.timeout(self._timeout_s):
+                return await request.future
+        except TimeoutError:
+            logger.bind(code="enqueue_timeout").warning("outbox enqueue outlived {} s", self._timeout_s)
+            raise DatabaseUnavailable(f"outbox enqueue outlived {self._timeout_s} s") from None
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -123,7 +145,16 @@ class OutboxWriter:
         if not live:
             return
         try:
-            inserted = await self._insert([event for request in live for event in request.events])
+            inserted = await self._insert_retrying([event for request in live for event in request.events])
+        except asyncio.CancelledError as exc:
+            # pg_cancel_backend or statement_timeout, which aiopg raises as CancelledError, twice: the INSERT
+            # did not commit; these callers get a 503, and this flusher goes on.
+            if not server_cancelled(exc):
+                raise
+            logger.bind(code="57014").warning("outbox insert cancelled by the server: {}", describe(exc))
+            for request in live:
+                _settle(request, exception=DatabaseUnavailable(describe(exc)))
+            return
         except CONNECTION_ERRORS as exc:
             logger.bind(code="db_unavailable").warning("outbox insert failed: {}", exc)
             for request in live:
@@ -147,7 +178,23 @@ class OutboxWriter:
                 ],
             )
 
-    async def _insert(self, events: list[OutboxEvent]) -> set[tuple[str, str]]:
+    async def _insert_retrying(self, events: list[OutboxEvent]) -> set[tuple[str, str]]:
+        """A connection lost mid-statement leaves the commit unknown (a terminate that lands as the INSERT
+        commits still fails it): answering 503 for rows that were stored would be a lie, so try once more,
+        on fresh connections (the dead ones are dropped first), idempotently."""
+        try:
+            return await self._insert(events)
+        except asyncio.CancelledError as exc:
+            if not server_cancelled(exc):
+                raise
+            error = describe(exc)
+        except CONNECTION_ERRORS as exc:
+            error = describe(exc)
+        logger.bind(code="db_unavailable").warning("outbox insert failed, trying once more: {}", error)
+        await self._pool.clear()
+        return await self._insert(events, retried=True)
+
+    async def _insert(self, events: list[OutboxEvent], *, retried: bool = False) -> set[tuple[str, str]]:
         params = {
             "kinds": [str(event.kind) for event in events],
             "keys": [str(event.key) for event in events],
@@ -158,6 +205,10 @@ class OutboxWriter:
         async with self._pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute(INSERT_EVENTS_SQL, params)
             rows = await cur.fetchall()
+            if retried:
+                # What the first try committed conflicts now: its rows count as inserted by this request.
+                await cur.execute(EXISTING_EVENTS_SQL, params)
+                rows += await cur.fetchall()
         return {(Kind(kind), key) for kind, key in rows}
 
 

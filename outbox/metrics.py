@@ -30,3 +30,14 @@ RELAY_RUNNING = Gauge(
     "1 when every relay loop of the process runs, else 0.",
     multiprocess_mode="livemin",
 )
+RELAY_BATCH_FAILURES = Counter(
+    "eco_outbox_relay_batch_failures",
+    "Relay batches that failed as a whole, by class (outage, not_ready); no row was charged for them.",
+    ["failure"],
+)
+RELAY_REFUSED = Counter(
+    "eco_outbox_refused_rows",
+    "Rows the target refused (isolated from their batch and charged an attempt), by SQLSTATE.",
+    ["kind", "sqlstate"],
+)
+LOOP_RESTARTS = Counter("eco_outbox_loop_restarts", "Outbox loops restarted after they died.", ["loop"])

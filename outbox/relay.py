@@ -2,7 +2,17 @@
 
 Claims hold row locks (FOR UPDATE SKIP LOCKED) in an outbox transaction that stays open while the target is
 written, so relays in any number of processes never work on the same row at once; a relay that dies mid-batch
-drops its locks and another delivers the rows again, idempotently.
+drops its locks and another delivers the rows again, idempotently. A relay that freezes (SIGSTOP, a paused
+VM) loses its claim after `claim_timeout_s`: the server ends its idle transactions.
+
+Failures come in three classes, decided by SQLSTATE (outbox.errors.classify):
+- waiting: a signal's parent is not in the target yet. The row backs off and is charged an attempt, unless
+  its parent is still pending in the outbox; it is released (or revived from dead) when its parent lands.
+- outage: a database unreachable, a session lost, a statement cancelled. The loop pauses with growing
+  delays that a NOTIFY does not cut short; no row is charged.
+- refused: the target rejects some rows. The batch is bisected in the same pass, so every other row is
+  delivered; each refused row is charged an attempt with its SQLSTATE and message, and dies at the limit.
+An error every row would hit (missing table, permission denied) makes the relay not ready; no row is charged.
 """
 
 from __future__ import annotations
@@ -16,16 +26,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiopg
+import psycopg2
 from aiopg import Cursor
 from loguru import logger
 from sqlalchemy import Float, Text, bindparam, cast, func, select
 
 from outbox import activity, delivery, metrics
-from outbox.background import cancel_and_wait
+from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.backoff import Backoff
-from outbox.errors import CONNECTION_ERRORS
+from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
 from outbox.events import DELIVERY_ORDER, Kind
-from outbox.sqlutil import compile_statement, transaction
+from outbox.sqlutil import compile_statement, savepoint, transaction
 from outbox.tables import DEAD, DELIVERED, PENDING, events
 
 
@@ -47,6 +58,11 @@ class RelaySettings:
     # After a partial batch, the next one starts at least this long after the last one started: under a
     # stream of small inserts the relay then delivers fewer, larger batches (each costs a few round trips).
     coalesce_ms: float = 5.0
+    # A frozen relay's claim (and its open target transaction) ends after this long idle: its rows go to
+    # the other relays. Longer than any single target statement may take.
+    claim_timeout_s: float = 60.0
+    # A loop whose last this many batches failed makes /readyz answer 503.
+    unhealthy_batches: int = 3
 
 
 CLAIM = compile_statement(
@@ -80,21 +96,37 @@ WHERE seq = ANY(%(seqs)s::bigint[])
 
 MARK_HELD_SQL = f"""
 UPDATE eco_outbox.events AS e
-SET attempts = e.attempts + 1,
+SET attempts = e.attempts + d.charge,
     state = d.state,
     next_attempt_at = now() + d.delay_ms * interval '1 millisecond',
     dead_at = CASE WHEN d.state = '{DEAD}' THEN now() END,
     last_error = d.error
-FROM unnest(%(seqs)s::bigint[], %(states)s::text[], %(delays_ms)s::float8[], %(errors)s::text[])
-    AS d(seq, state, delay_ms, error)
+FROM unnest(%(seqs)s::bigint[], %(charges)s::int[], %(states)s::text[], %(delays_ms)s::float8[],
+            %(errors)s::text[])
+    AS d(seq, charge, state, delay_ms, error)
 WHERE e.seq = d.seq
 """
 
-# Signals that waited on an interaction this relay just delivered are due now, not at their backoff.
+PARENT_MISSING = delivery.PARENT_MISSING
+# Held without a charge: the signal's interaction is still in the outbox, on its way.
+PARENT_PENDING = "parent_pending"
+
+# Signals that waited on an interaction this relay just delivered are due now, not at their backoff; those
+# that died waiting for it (an outage spent their age, a concurrent batch held their parent) live again.
 RELEASE_WAITING_SQL = f"""
-UPDATE eco_outbox.events SET next_attempt_at = now()
-WHERE state = '{PENDING}' AND kind = '{Kind.SIGNAL}' AND interaction_id = ANY(%(interaction_ids)s::uuid[])
-  AND next_attempt_at > now()
+UPDATE eco_outbox.events SET next_attempt_at = now(), state = '{PENDING}', dead_at = NULL
+WHERE kind = '{Kind.SIGNAL}' AND interaction_id = ANY(%(interaction_ids)s::uuid[])
+  AND ((state = '{PENDING}' AND next_attempt_at > now())
+       OR (state = '{DEAD}' AND last_error = '{PARENT_MISSING}'))
+"""
+
+# Where the outbox has the parents of signals that missed them: pending (on their way), or delivered by a
+# concurrent batch after this one looked in the target.
+PARENT_STATES_SQL = f"""
+SELECT key::text, bool_or(state = '{PENDING}') FROM eco_outbox.events
+WHERE kind IN ('{Kind.INTERACTION}', '{Kind.INTERACTION_COMPLETION}') AND state <> '{DEAD}'
+  AND key = ANY(%(interaction_ids)s::uuid[])
+GROUP BY key
 """
 
 
@@ -141,21 +173,37 @@ class Relay:
         self._outbox = outbox_pool
         self._target = target_pool
         self._settings = settings
+        self._claim_timeout_ms = round(settings.claim_timeout_s * 1000)
         self._rng = rng or random.Random()
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._wake_events: list[asyncio.Event] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.loops: list[LoopHealth] = []
 
     @property
     def running(self) -> bool:
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
+    def problems(self) -> list[str]:
+        """Why the relay is not ready: a loop not running, or one whose last batches all failed."""
+        if not self.running:
+            return ["relay not running"]
+        return [
+            f"{loop.name}: last {loop.consecutive_failures} batches failed"
+            f" ({loop.last_failure_class}: {loop.last_failure})"
+            for loop in self.loops
+            if loop.consecutive_failures >= self._settings.unhealthy_batches
+        ]
+
     def start(self) -> None:
         self._stopping = False
+        self._stopped.clear()
         self._wake_events = [asyncio.Event() for _ in range(self._settings.workers)]
+        self.loops = [LoopHealth(f"outbox-relay-{i}") for i in range(self._settings.workers)]
         self._tasks = [
-            asyncio.create_task(self._loop(event), name=f"outbox-relay-{i}")
-            for i, event in enumerate(self._wake_events)
+            asyncio.create_task(self._supervised(event, health), name=health.name)
+            for event, health in zip(self._wake_events, self.loops, strict=True)
         ]
 
     def wake(self) -> None:
@@ -171,6 +219,7 @@ class Relay:
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Let each worker finish the batch in hand, then return; cancel only what outlives `timeout_s`."""
         self._stopping = True
+        self._stopped.set()
         self._wake_all()
         if not self._tasks:
             return
@@ -179,7 +228,10 @@ class Relay:
             await cancel_and_wait(task)
         self._tasks = []
 
-    async def _loop(self, wake: asyncio.Event) -> None:
+    async def _supervised(self, wake: asyncio.Event, health: LoopHealth) -> None:
+        await supervise(health, lambda: self._loop(wake, health))
+
+    async def _loop(self, wake: asyncio.Event, health: LoopHealth) -> None:
         pause_s = self._settings.outage_pause_min_s
         coalesce_s = self._settings.coalesce_ms / 1000
         cycle_started = -coalesce_s
@@ -191,6 +243,7 @@ class Relay:
             wake.clear()
             try:
                 outcome = await self.run_once()
+                health.succeeded()
                 pause_s = self._settings.outage_pause_min_s
                 if outcome.claimed >= self._settings.batch_size:
                     self._wake_all()
@@ -198,20 +251,39 @@ class Relay:
                 if wake.is_set():
                     continue
                 timeout_s = await self._seconds_until_due()
-            except CONNECTION_ERRORS as exc:
-                metrics.RELAY_OUTAGES.inc()
-                logger.bind(code="db_unavailable", delay_ms=round(pause_s * 1000)).warning(
-                    "relay paused: database unavailable: {}", exc
-                )
-                timeout_s = pause_s
-                pause_s = min(pause_s * 2, self._settings.outage_pause_max_s)
-            except Exception:
-                logger.bind(code="relay_error", delay_ms=round(pause_s * 1000)).exception(
-                    "relay batch failed"
-                )
-                timeout_s = pause_s
-                pause_s = min(pause_s * 2, self._settings.outage_pause_max_s)
-            await self._wait(wake, timeout_s)
+            except asyncio.CancelledError as exc:
+                if not server_cancelled(exc):
+                    raise
+                self._failed(health, exc, pause_s)
+            except Exception as exc:
+                self._failed(health, exc, pause_s)
+            else:
+                await self._wait(wake, timeout_s)
+                continue
+            # Not cut short by a wake: under intake load a NOTIFY comes every few milliseconds, and the
+            # database that just failed would be hit as often.
+            await self._pause(pause_s)
+            pause_s = min(pause_s * 2, self._settings.outage_pause_max_s)
+
+    def _failed(self, health: LoopHealth, exc: BaseException, pause_s: float) -> None:
+        """A batch failed as a whole: no row is charged; the loop records why and pauses."""
+        failure = classify(exc)
+        error = describe(exc)
+        health.failed(failure, error)
+        metrics.RELAY_BATCH_FAILURES.labels(failure=failure).inc()
+        log = logger.bind(code=sqlstate(exc) or "db_unavailable", delay_ms=round(pause_s * 1000))
+        if failure is Failure.OUTAGE:
+            metrics.RELAY_OUTAGES.inc()
+            log.warning("relay paused: database unavailable: {}", error)
+        else:
+            log.error("relay paused: target not ready ({}): {}", failure, error)
+
+    async def _pause(self, pause_s: float) -> None:
+        try:
+            async with asyncio.timeout(pause_s):
+                await self._stopped.wait()
+        except TimeoutError:
+            pass
 
     async def _wait(self, wake: asyncio.Event, timeout_s: float) -> None:
         if self._stopping or timeout_s <= 0:
@@ -230,11 +302,12 @@ class Relay:
         return max(0.0, min(seconds, self._settings.poll_s))
 
     async def run_once(self) -> BatchOutcome:
-        """Claim, deliver and mark one batch. Connection errors leave every claimed row as it was."""
+        """Claim, deliver and mark one batch. A failure of the whole batch leaves every claimed row as it
+        was; rows the target refuses are isolated and charged, the rest delivered."""
         started = time.perf_counter()
         outcome = BatchOutcome()
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
-            async with transaction(cur):
+            async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
                 await cur.execute(CLAIM.sql, CLAIM.bind(limit=self._settings.batch_size))
                 rows = [ClaimedRow(*row) for row in await cur.fetchall()]
                 if not rows:
@@ -254,16 +327,56 @@ class Relay:
         by_kind: dict[Kind, list[ClaimedRow]] = defaultdict(list)
         for row in rows:
             by_kind[Kind(row.kind)].append(row)
+        try:
+            return await self._write(by_kind, isolate=False)
+        except psycopg2.Error as exc:
+            if classify(exc) is not Failure.REFUSED:
+                raise
+            logger.bind(code=sqlstate(exc)).warning(
+                "target refused a row of a batch of {}, isolating it: {}", len(rows), describe(exc)
+            )
+        return await self._write(by_kind, isolate=True)
+
+    async def _write(
+        self, by_kind: dict[Kind, list[ClaimedRow]], *, isolate: bool
+    ) -> dict[Kind, delivery.DeliveryResult]:
+        """One statement per kind; with `isolate`, each under a savepoint and bisected when refused."""
         results: dict[Kind, delivery.DeliveryResult] = {}
         async with self._target.acquire() as conn, conn.cursor() as cur:
-            async with transaction(cur):
+            async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
                 for kind in DELIVERY_ORDER:
                     if kind in by_kind:
                         batch = by_kind[kind]
-                        results[kind] = await DELIVERERS[kind](
-                            cur, [row.key for row in batch], [row.payload for row in batch]
-                        )
+                        if isolate:
+                            results[kind] = await self._isolate(cur, kind, batch)
+                        else:
+                            results[kind] = await DELIVERERS[kind](
+                                cur, [row.key for row in batch], [row.payload for row in batch]
+                            )
         return results
+
+    async def _isolate(self, cur: Cursor, kind: Kind, rows: list[ClaimedRow]) -> delivery.DeliveryResult:
+        """Write `rows`; if the target refuses them, split in halves down to the single rows it refuses, so a
+        batch with k refused rows costs about 2k log2(n) statements, and only on this failure path."""
+        try:
+            async with savepoint(cur, "isolate"):
+                return await DELIVERERS[kind](cur, [row.key for row in rows], [row.payload for row in rows])
+        except psycopg2.Error as exc:
+            if classify(exc) is not Failure.REFUSED:
+                raise
+            if len(rows) == 1:
+                metrics.RELAY_REFUSED.labels(kind=kind, sqlstate=sqlstate(exc)).inc()
+                return delivery.DeliveryResult(refused={rows[0].key: describe(exc)})
+        middle = len(rows) // 2
+        first = await self._isolate(cur, kind, rows[:middle])
+        return first.merged(await self._isolate(cur, kind, rows[middle:]))
+
+    async def _parent_states(self, cur: Cursor, interaction_ids: set[str]) -> dict[str, bool]:
+        """Interaction id -> True if still pending in the outbox, False if delivered; absent if neither."""
+        if not interaction_ids:
+            return {}
+        await cur.execute(PARENT_STATES_SQL, {"interaction_ids": list(interaction_ids)})
+        return {key: pending for key, pending in await cur.fetchall()}
 
     async def _mark(
         self,
@@ -276,9 +389,18 @@ class Relay:
         delivered: list[int] = []
         delivered_by_kind: Counter[Kind] = Counter()
         held_seqs: list[int] = []
+        held_charges: list[int] = []
         held_states: list[str] = []
         held_delays_ms: list[float] = []
         held_errors: list[str] = []
+        parents = await self._parent_states(
+            cur,
+            {
+                row.interaction_id
+                for row in rows
+                if results[Kind(row.kind)].held.get(row.key) == PARENT_MISSING
+            },
+        )
         for row in rows:
             kind = Kind(row.kind)
             result = results[kind]
@@ -288,25 +410,46 @@ class Relay:
                 if kind is not Kind.SIGNAL:
                     outcome.released_interactions.append(row.interaction_id)
                 continue
-            reason = result.held.get(row.key, "not_written")
+            held_seqs.append(row.seq)
+            if (refusal := result.refused.get(row.key)) is not None:
+                reason, error = f"refused_{refusal.split(':', 1)[0]}", refusal
+            else:
+                reason = error = result.held.get(row.key, "not_written")
+            log = logger.bind(interaction_id=row.interaction_id, signal=row.key, code=reason)
+            parent_pending = parents.get(row.interaction_id) if reason == PARENT_MISSING else None
+            if parent_pending:
+                # Its parent is on its way: released when it lands, so this costs neither attempts nor age.
+                held_charges.append(0)
+                held_states.append(PENDING)
+                held_delays_ms.append(self._settings.backoff.cap_ms)
+                held_errors.append(PARENT_PENDING)
+                metrics.RELAY_RETRIED.labels(kind=kind, reason=PARENT_PENDING).inc()
+                outcome.retried += 1
+                continue
             attempt = row.attempts + 1
             age_s = (now - row.created_at).total_seconds()
-            log = logger.bind(interaction_id=row.interaction_id, signal=row.key, attempt=attempt, code=reason)
-            if attempt >= self._settings.max_attempts or age_s >= self._settings.max_age_s:
+            log = log.bind(attempt=attempt)
+            held_charges.append(1)
+            held_errors.append(error)
+            # A parent delivered by a concurrent batch: the miss was a race, due again now, and its age
+            # (which an outage may have spent) does not kill it; its attempts still bound it.
+            raced = parent_pending is False
+            too_old = age_s >= self._settings.max_age_s and not raced
+            if attempt >= self._settings.max_attempts or too_old:
                 held_states.append(DEAD)
                 held_delays_ms.append(0.0)
                 metrics.RELAY_DEAD.labels(kind=kind, reason=reason).inc()
                 outcome.dead += 1
-                log.warning("dead-lettered {} after {} attempts ({:.0f} s old)", kind, attempt, age_s)
+                log.warning(
+                    "dead-lettered {} after {} attempts ({:.0f} s old): {}", kind, attempt, age_s, error
+                )
             else:
-                delay_ms = self._settings.backoff.delay_ms(attempt, self._rng)
+                delay_ms = 0.0 if raced else self._settings.backoff.delay_ms(attempt, self._rng)
                 held_states.append(PENDING)
                 held_delays_ms.append(delay_ms)
                 metrics.RELAY_RETRIED.labels(kind=kind, reason=reason).inc()
                 outcome.retried += 1
-                log.bind(delay_ms=round(delay_ms)).info("retrying {}: {}", kind, reason)
-            held_seqs.append(row.seq)
-            held_errors.append(reason)
+                log.bind(delay_ms=round(delay_ms)).info("retrying {}: {}", kind, error)
         # Counted per batch, not per row: at tens of thousands of rows a second, per-row metric and log
         # calls cost more than the SQL.
         for kind, count in delivered_by_kind.items():
@@ -319,6 +462,7 @@ class Relay:
                 MARK_HELD_SQL,
                 {
                     "seqs": held_seqs,
+                    "charges": held_charges,
                     "states": held_states,
                     "delays_ms": held_delays_ms,
                     "errors": held_errors,

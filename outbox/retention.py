@@ -8,7 +8,7 @@ import aiopg
 from loguru import logger
 
 from outbox.background import BackgroundTask
-from outbox.errors import CONNECTION_ERRORS
+from outbox.errors import CONNECTION_ERRORS, classify, describe
 from outbox.tables import DELIVERED
 
 # SKIP LOCKED: a row a relay is marking right now is simply left for the next round.
@@ -52,8 +52,10 @@ class Purger(BackgroundTask):
         while True:
             try:
                 purged = await purge_delivered(self._pool, self._retention_s, self._batch)
+                self.health.succeeded()
                 if purged:
                     logger.info("purged {} delivered outbox rows", purged)
             except CONNECTION_ERRORS as exc:
+                self.health.failed(classify(exc), describe(exc))
                 logger.bind(code="db_unavailable").warning("outbox purge skipped: {}", exc)
             await asyncio.sleep(self._interval_s)

@@ -32,14 +32,21 @@ def compile_statement(stmt: ClauseElement) -> Compiled:
 
 
 @asynccontextmanager
-async def transaction(cur: Cursor) -> AsyncIterator[None]:
+async def transaction(cur: Cursor, *, idle_timeout_ms: int = 0) -> AsyncIterator[None]:
     """BEGIN, then COMMIT, or ROLLBACK on error, on an aiopg (autocommit) cursor.
+
+    `idle_timeout_ms` bounds the time this transaction may sit idle (the server ends the session after it,
+    releasing its locks): a client frozen mid-transaction cannot hold rows for longer. It rides in the
+    BEGIN's round trip.
 
     Not `cur.begin()`: when its BEGIN fails on a connection the server has dropped (a pooled connection
     after a database restart), aiopg's Transaction stays marked open and warns (ResourceWarning) when it is
     collected, long after and anywhere. Here the error is raised and nothing is left behind.
     """
-    await cur.execute("BEGIN")
+    if idle_timeout_ms > 0:
+        await cur.execute(f"BEGIN; SET LOCAL idle_in_transaction_session_timeout = {int(idle_timeout_ms)}")
+    else:
+        await cur.execute("BEGIN")
     try:
         yield
     except BaseException:

@@ -13,7 +13,7 @@ import aiopg
 from loguru import logger
 
 from outbox.background import BackgroundTask
-from outbox.errors import CONNECTION_ERRORS
+from outbox.errors import CONNECTION_ERRORS, classify, describe
 from outbox.tables import CHANNEL
 
 
@@ -40,6 +40,13 @@ class NotifyListener(BackgroundTask):
         self.listening = asyncio.Event()
 
     async def _run(self) -> None:
+        try:
+            await self._listen()
+        finally:
+            # Ended by a stop, or by a server-side cancel that the supervisor restarts this loop after.
+            self.listening.clear()
+
+    async def _listen(self) -> None:
         delay_s = self._reconnect_min_s
         while True:
             try:
@@ -47,6 +54,7 @@ class NotifyListener(BackgroundTask):
                     async with conn.cursor() as cur:
                         await cur.execute(f"LISTEN {self._channel}")
                     self.listening.set()
+                    self.health.succeeded()
                     delay_s = self._reconnect_min_s
                     self._on_notify()
                     while True:
@@ -54,12 +62,14 @@ class NotifyListener(BackgroundTask):
                         self._on_notify()
             except CONNECTION_ERRORS as exc:
                 self.listening.clear()
+                self.health.failed(classify(exc), describe(exc))
                 logger.bind(code="listen_lost", delay_ms=round(delay_s * 1000)).warning(
                     "outbox LISTEN connection lost: {}", exc
                 )
-            except Exception:
+            except Exception as exc:
                 # aiopg closes the notifies queue with the connection's own error.
                 self.listening.clear()
+                self.health.failed(classify(exc), describe(exc))
                 logger.bind(code="listen_lost", delay_ms=round(delay_s * 1000)).exception(
                     "outbox LISTEN failed"
                 )

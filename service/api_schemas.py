@@ -145,9 +145,34 @@ class HealthSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 
 
+class LoopFailureSchema(Schema):
+    class_ = fields.String(
+        required=True,
+        data_key="class",
+        validate=validate.OneOf(["outage", "refused", "not_ready"]),
+        metadata={"description": "outage (database unreachable), not_ready (every row would fail)"},
+    )
+    error = fields.String(required=True, metadata={"description": "SQLSTATE and message"})
+
+
+class LoopSchema(Schema):
+    running = fields.Boolean(required=True)
+    restarts = fields.Integer(required=True, metadata={"description": "times it died and was restarted"})
+    consecutive_failures = fields.Integer(required=True, metadata={"description": "failed passes in a row"})
+    last_failure = fields.Nested(LoopFailureSchema, required=True, allow_none=True)
+    last_success_age_s = fields.Float(required=True, allow_none=True)
+
+
 class ReadySchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ready", "unavailable"]))
     problems = fields.List(fields.String(), metadata={"description": "why not ready (503 only)"})
+    loops = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(LoopSchema),
+        metadata={
+            "description": "each outbox loop by name: outbox-relay-N, outbox-writer-N, listener, purger"
+        },
+    )
 
 
 class EventStateSchema(Schema):

@@ -17,7 +17,7 @@ from service.config import Config
 from service.database import open_databases
 from service.headers import header_middleware, quiet_malformed_requests
 from service.interaction import InteractionRegistry
-from service.keys import CONFIG, DATABASES, RATE_LIMITER, RELAY, RESPONDER, STREAMS, WRITER
+from service.keys import CONFIG, DATABASES, RATE_LIMITER, RELAY, RESPONDER, SIDE_LOOPS, STREAMS, WRITER
 from service.metrics import metrics_middleware
 from service.middleware import error_middleware, rate_limit_middleware
 from service.ratelimit import RateLimiter
@@ -49,6 +49,7 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
         max_rows=config.intake_batch_max_rows,
         wait_ms=config.intake_batch_wait_ms,
         flushers=config.intake_flushers,
+        timeout_s=config.enqueue_timeout_s,
     )
     listener = NotifyListener(databases.outbox_dsn, relay.wake, timeout_s=config.db_timeout_s)
     purger = Purger(databases.outbox, config.relay.retention_s, config.relay.purge_batch)
@@ -58,6 +59,7 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     purger.start()
     app[WRITER] = writer
     app[RELAY] = relay
+    app[SIDE_LOOPS] = (listener, purger)
     yield
     await writer.close()
     await listener.stop()

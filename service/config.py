@@ -92,6 +92,8 @@ class Config:
     intake_batch_max_rows: int = 500
     intake_batch_wait_ms: float = 0.0
     intake_flushers: int = 2
+    # No request waits longer than this for its outbox commit: it gets a 503 with Retry-After instead.
+    enqueue_timeout_s: float = 15.0
     # Allocations between young-generation collections when serving (0: Python's default, 700).
     gc_gen0_threshold: int = 20_000
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -133,6 +135,7 @@ class Config:
             ),
             intake_batch_wait_ms=_float(env, "ECO_INTAKE_BATCH_WAIT_MS", defaults.intake_batch_wait_ms),
             intake_flushers=_int(env, "ECO_INTAKE_FLUSHERS", defaults.intake_flushers, minimum=1),
+            enqueue_timeout_s=_float(env, "ECO_ENQUEUE_TIMEOUT_S", defaults.enqueue_timeout_s, minimum=0.1),
             gc_gen0_threshold=_int(env, "ECO_GC_GEN0_THRESHOLD", defaults.gc_gen0_threshold),
             relay=RelaySettings(
                 batch_size=_int(env, "ECO_RELAY_BATCH", relay_defaults.batch_size, minimum=1),
@@ -141,6 +144,12 @@ class Config:
                 max_age_s=_float(env, "ECO_RELAY_MAX_AGE_S", relay_defaults.max_age_s, minimum=0.0),
                 workers=_int(env, "ECO_RELAY_WORKERS", relay_defaults.workers, minimum=0),
                 coalesce_ms=_float(env, "ECO_RELAY_COALESCE_MS", relay_defaults.coalesce_ms),
+                claim_timeout_s=_float(
+                    env, "ECO_RELAY_CLAIM_TIMEOUT_S", relay_defaults.claim_timeout_s, minimum=0.1
+                ),
+                unhealthy_batches=_int(
+                    env, "ECO_RELAY_UNHEALTHY_BATCHES", relay_defaults.unhealthy_batches, minimum=1
+                ),
                 retention_s=_float(env, "ECO_OUTBOX_RETENTION_S", relay_defaults.retention_s),
                 purge_batch=_int(env, "ECO_OUTBOX_PURGE_BATCH", relay_defaults.purge_batch, minimum=1),
                 backoff=Backoff(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from outbox.background import BackgroundTask
 from outbox.enqueue import OutboxWriter
 from outbox.relay import Relay
 from service.config import Config
@@ -16,6 +17,8 @@ CONFIG = web.AppKey("config", Config)
 DATABASES = web.AppKey("databases", Databases)
 WRITER = web.AppKey("writer", OutboxWriter)
 RELAY = web.AppKey("relay", Relay)
+# The LISTEN and purge loops, for /readyz.
+SIDE_LOOPS = web.AppKey("side_loops", tuple[BackgroundTask, ...])
 RESPONDER = web.AppKey("responder", Responder)
 STREAMS = web.AppKey("streams", InteractionRegistry)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

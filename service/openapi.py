@@ -278,7 +278,7 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: databases reachable, migrations applied, relay running",
+                "summary": "Readiness: databases reachable, migrations applied, outbox loops up",
                 "operationId": "readyz",
                 "tags": ["operations"],
                 "responses": {

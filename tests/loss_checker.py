@@ -3,7 +3,8 @@
 Every signal it posts carries a client `signal_id` and a run stamp in its meta, so each request has a known
 id whatever its fate. A request ends one of three ways:
 - acknowledged (202): the id must end in `analytics.eco_passive_signals` exactly once, or, when its parent
-  interaction never reached the target, be dead-lettered in `eco_outbox.events`;
+  interaction never reached the target, be dead-lettered in `eco_outbox.events`; a signal the test expects
+  the target to refuse (`expect_refused`) must instead be dead with the refusal's SQLSTATE as its error;
 - rejected (an answer other than 202): the id must appear nowhere, neither in the target nor in the outbox;
 - unanswered (the connection died with the process): either fate is allowed, but never twice.
 And no stamped row in the target may carry an id the checker did not post.
@@ -30,6 +31,7 @@ class LossReport:
     dead: int
     rejected: int
     unanswered: int
+    refused: int
 
 
 @dataclass
@@ -38,6 +40,7 @@ class LossChecker:
     acknowledged: dict[str, str] = field(default_factory=dict)  # signal id -> interaction id
     rejected: set[str] = field(default_factory=set)
     unanswered: set[str] = field(default_factory=set)
+    expect_refused: set[str] = field(default_factory=set)
 
     def body(self, interaction_id: str, name: str = "view", **meta: Any) -> dict[str, Any]:
         return {
@@ -97,15 +100,16 @@ class LossChecker:
                 (posted,),
             )
         }
-        outbox_state = {
-            key: state
-            for key, state in await fetch(
+        outbox_rows = {
+            key: (state, last_error)
+            for key, state, last_error in await fetch(
                 outbox,
-                "select key::text, state from eco_outbox.events"
+                "select key::text, state, last_error from eco_outbox.events"
                 " where kind = 'signal' and key = any(%s::uuid[])",
                 (posted,),
             )
         }
+        outbox_state = {key: state for key, (state, _) in outbox_rows.items()}
         parents = {
             row[0]
             for row in await fetch(
@@ -115,10 +119,16 @@ class LossChecker:
             )
         }
         problems: list[str] = []
-        delivered = dead = 0
+        delivered = dead = refused = 0
         for key, parent in self.acknowledged.items():
             count = in_target.get(key, 0)
-            if count == 1 and parent in parents:
+            if key in self.expect_refused:
+                state, error = outbox_rows.get(key, (None, None))
+                if count == 0 and state == "dead" and error and error[:5].isalnum() and error[5:7] == ": ":
+                    refused += 1
+                else:
+                    problems.append(f"refused {key}: {count} in target, outbox {state} ({error})")
+            elif count == 1 and parent in parents:
                 delivered += 1
             elif count == 0 and parent not in parents and outbox_state.get(key) == "dead":
                 dead += 1
@@ -143,4 +153,6 @@ class LossChecker:
         )
         problems.extend(f"stored but never acknowledged: {row[0]}" for row in strays)
         assert not problems, f"{len(problems)} loss-check failures:\n" + "\n".join(problems[:20])
-        return LossReport(len(self.acknowledged), delivered, dead, len(self.rejected), len(self.unanswered))
+        return LossReport(
+            len(self.acknowledged), delivered, dead, len(self.rejected), len(self.unanswered), refused
+        )

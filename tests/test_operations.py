@@ -33,7 +33,17 @@ async def scrape(client) -> str:
 async def test_healthz_and_readyz(client) -> None:
     assert (await client.get("/healthz")).status == 200
     await wait_for(lambda: client.get("/readyz"), lambda r: r.status == 200)
-    assert await (await client.get("/readyz")).json() == {"status": "ready"}
+    answer = await (await client.get("/readyz")).json()
+    assert answer["status"] == "ready" and "problems" not in answer
+    assert set(answer["loops"]) == {
+        "outbox-relay-0",
+        "outbox-relay-1",
+        "outbox-writer-0",
+        "outbox-writer-1",
+        "outbox-listener",
+        "outbox-purger",
+    }
+    assert all(loop["running"] and loop["restarts"] == 0 for loop in answer["loops"].values())
 
 
 async def test_readyz_reports_a_stopped_relay_and_pending_migrations(client, db) -> None:

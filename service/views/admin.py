@@ -19,7 +19,13 @@ from service.views.page import STATIC_DIR
 
 ADMIN_BODY_BYTES = 64 * 1024
 # The relay's counters of rows held back or given up, shown on the admin page by their labels (reasons).
-FAILURE_COUNTERS = (metrics.RELAY_RETRIED, metrics.RELAY_DEAD, metrics.RELAY_OUTAGES)
+FAILURE_COUNTERS = (
+    metrics.RELAY_RETRIED,
+    metrics.RELAY_DEAD,
+    metrics.RELAY_OUTAGES,
+    metrics.RELAY_BATCH_FAILURES,
+    metrics.RELAY_REFUSED,
+)
 # The page holds a bearer token: it runs only its own scripts, is never framed, and sends no Referer.
 ADMIN_PAGE_HEADERS = {
     "Cache-Control": "no-cache",

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from outbox.errors import CONNECTION_ERRORS
 from service import migrations
-from service.keys import DATABASES, RELAY
+from service.keys import DATABASES, RELAY, SIDE_LOOPS, WRITER
 
 READY_TIMEOUT_S = 3.0
 
@@ -18,7 +18,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when both databases answer, no migration is pending, and the relay runs; 503 with why not."""
+    """Ready when both databases answer, no migration is pending, every outbox loop runs and no relay loop's
+    last batches all failed; 503 with why not. `loops` reports each loop, for operators and the admin page."""
     databases = request.app[DATABASES]
     problems: list[str] = []
     for role, pool, sets in migrations.roles(databases):
@@ -30,8 +31,17 @@ async def readyz(request: web.Request) -> web.Response:
             continue
         if missing:
             problems.append(f"{role} database has pending migrations: {', '.join(missing)}")
-    if not request.app[RELAY].running:
-        problems.append("relay not running")
+    relay = request.app[RELAY]
+    writer = request.app[WRITER]
+    side_loops = request.app[SIDE_LOOPS]
+    problems.extend(relay.problems())
+    if not writer.running:
+        problems.append("intake writer not running")
+    problems.extend(f"{task.task_name} not running" for task in side_loops if not task.running)
+    loops = {
+        health.name: health.report()
+        for health in (*relay.loops, *writer.loops, *(task.health for task in side_loops))
+    }
     if problems:
-        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
+        return web.json_response({"status": "unavailable", "problems": problems, "loops": loops}, status=503)
+    return web.json_response({"status": "ready", "loops": loops})

@@ -8,6 +8,7 @@ is back. Outbox down: intake answers 503 with Retry-After, the process stays up,
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -140,3 +141,67 @@ async def test_outbox_down_answers_503_then_recovers_alone(
     finally:
         pool.close()
         await pool.wait_closed()
+
+
+MAX_AGE_S = 2.0
+OUTAGE_PARENTS = 20
+OUTAGE_SIGNALS = 400
+ORPHANS = 3
+
+
+@pytest.mark.slow
+async def test_an_outage_twice_the_max_age_kills_no_deliverable_signal(
+    split_dbs: FaultDatabases,
+    pools: tuple[aiopg.Pool, aiopg.Pool],
+    target_server: PgCluster,
+    aiohttp_client: Any,
+) -> None:
+    """The outage spends no row's attempts; after it, with small batches in three loops, signals are claimed
+    apart from their parents: one whose parent is still pending is not charged, and one that died waiting
+    for a parent that then lands is revived. Only the orphans die."""
+    outbox, target = pools
+    settings = replace(
+        TEST_RELAY, max_age_s=MAX_AGE_S, batch_size=7, workers=3, outage_pause_max_s=0.3, coalesce_ms=0.0
+    )
+    config = conftest.test_config(
+        split_dbs.outbox_dsn, target_database_url=split_dbs.target_dsn, relay=settings, rate_limit_per_s=0.0
+    )
+    client = await aiohttp_client(create_app(config))
+    checker = LossChecker()
+    await ask(client)
+    # The relay's target pool now holds connections the stop will break.
+    await wait_for(
+        lambda: scalar(outbox, "select count(*) from eco_outbox.events where state = 'pending'"),
+        lambda count: count == 0,
+    )
+
+    target_server.stop(mode="immediate")
+    parents = [await ask(client) for _ in range(OUTAGE_PARENTS)]
+    bodies = [checker.body(parents[i % OUTAGE_PARENTS], i=i) for i in range(OUTAGE_SIGNALS)]
+    orphan = str(uuid.uuid4())
+    bodies += [checker.body(orphan, orphan=True) for _ in range(ORPHANS)]
+    for start in range(0, len(bodies), 10):
+        assert await checker.post(client.session, base_url(client), bodies[start : start + 10]) == 202
+
+    async def oldest_pending_age_s() -> float:
+        age = await scalar(
+            outbox,
+            "select extract(epoch from now() - min(created_at))::float8 from eco_outbox.events"
+            " where state = 'pending'",
+        )
+        return age or 0.0
+
+    await wait_for(oldest_pending_age_s, lambda age: age >= 2 * MAX_AGE_S, timeout_s=30, interval_s=0.1)
+    charged = await scalar(
+        outbox, "select count(*) from eco_outbox.events where state = 'pending' and attempts > 0"
+    )
+    assert charged == 0
+
+    target_server.start()
+    await checker.wait_settled(outbox, timeout_s=60)
+    report = await checker.verify(outbox, target)
+    assert (report.delivered, report.dead) == (OUTAGE_SIGNALS, ORPHANS)
+    dead = await fetch(
+        outbox, "select kind, key::text, last_error from eco_outbox.events where state = 'dead'"
+    )
+    assert len(dead) == ORPHANS, dead
