@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The browser tests drive Debian's Chromium with Playwright (never `playwright install`: it downloads).
 CHROMIUM := /usr/bin/chromium
+# The bench's HTTP load comes from Debian's wrk (C), so that the load generator does not measure itself.
+WRK := /usr/bin/wrk
 export PYTHONPATH := $(CURDIR)
 
 # setup.cfg is the one list of dependencies; pip cannot install a setup.cfg-only tree, so read it here.
@@ -33,15 +35,19 @@ run: $(STAMP)
 migrate: $(STAMP)
 	$(PY) -m service migrate
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(WRK)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
-bench: $(STAMP)
+bench: $(STAMP) $(WRK)
 	$(PY) -m tests.bench $(BENCH_ARGS)
+
+$(WRK):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 
 lint: $(STAMP)
 	$(PY) -m ruff check --line-length 110 --target-version py311 --select E,F,W,I,B,UP,ASYNC service outbox tests
