@@ -14,7 +14,7 @@ define REQUIREMENTS
 import configparser
 cfg = configparser.ConfigParser()
 cfg.read("setup.cfg")
-groups = [cfg["options"]["install_requires"]] + [cfg["options.extras_require"][k] for k in ("test", "lint")]
+groups = [cfg["options"]["install_requires"]] + [cfg["options.extras_require"][k] for k in ("test", "lint", "bench")]
 print("\n".join(line.strip() for group in groups for line in group.splitlines() if line.strip()))
 endef
 export REQUIREMENTS
