@@ -137,7 +137,9 @@ def table_rows(
         ),
         Row(
             f"202 -> row in target at {number(settings.e2e_rate_per_s)}/s: p50 / p99 ms",
-            pair(e2e.p50_ms, e2e.p99_ms) + (f" ({e2e.missing} missing)" if e2e.missing else ""),
+            pair(e2e.p50_ms, e2e.p99_ms)
+            + f" (of {e2e.samples:,})"
+            + (f" ({e2e.missing} missing)" if e2e.missing else ""),
             "",
             f"p99 <= {TARGET_E2E_P99_MS:g}",
             e2e.p99_ms <= TARGET_E2E_P99_MS and e2e.missing == 0,
