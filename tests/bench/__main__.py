@@ -152,11 +152,11 @@ def table_rows(
             ready.p50_ms <= TARGET_PROMPT_READY_P50_MS and ready.missing == 0,
         ),
         Row(
-            f"{streams.streams:,} SSE streams at once: completed (most open at once)",
-            f"{streams.completed:,} ({streams.peak_open:,})",
+            f"{streams.streams:,} SSE streams at once: completed (most open at once; rows in the target)",
+            f"{streams.completed:,} ({streams.peak_open:,}; {streams.delivered:,})",
             "",
             "all",
-            streams.completed == streams.streams,
+            streams.completed == streams.delivered == streams.streams,
         ),
         Row(
             f"SSE streams, a chunk every {number(streams.cadence_ms)} ms: gap p50 / p99 ms",

@@ -123,6 +123,17 @@ async def _delivered(pool: aiopg.Pool) -> int:
     return int(await scalar(pool, INTAKE_ROWS_SQL))
 
 
+async def _delivered_interactions(pool: aiopg.Pool) -> int:
+    """Once nothing is pending in the outbox: the interactions (each ask-eco request's row) in the target."""
+    await wait_for(
+        lambda: scalar(pool, "SELECT count(*) FROM eco_outbox.events WHERE state = 'pending'"),
+        lambda pending: pending == 0,
+        timeout_s=SETTLE_TIMEOUT_S,
+        interval_s=0.05,
+    )
+    return int(await scalar(pool, "SELECT count(*) FROM analytics.eco_interactions"))
+
+
 async def intake_side_by_side(
     pool: aiopg.Pool, dsn: str, log_dir: Path, settings: BenchSettings
 ) -> dict[str, Intake]:
@@ -241,6 +252,8 @@ class StreamsRun:
     streams: int
     completed: int
     peak_open: int
+    # Interactions in the target once the outbox has nothing pending: one per completed stream.
+    delivered: int
     cadence_ms: float
     p50_gap_ms: float
     p99_gap_ms: float
@@ -280,11 +293,13 @@ async def streams(pool: aiopg.Pool, log_dir: Path, dsn: str, settings: BenchSett
             peak = max(peak, _rss_bytes(pid))
             await asyncio.wait([load], timeout=RSS_SAMPLE_S)
         result = await load
+        delivered = await _delivered_interactions(pool)
     gaps = list(result["gaps_ms"])
     return StreamsRun(
         streams=settings.streams,
         completed=int(result["statuses"]["completed"]),
         peak_open=int(result["peak_open"]),
+        delivered=delivered,
         cadence_ms=settings.stream_cadence_ms,
         p50_gap_ms=percentile(gaps, 50),
         p99_gap_ms=percentile(gaps, 99),
