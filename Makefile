@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 # promtool checks and unit-tests the alert rules in ops/prometheus; Debian's prometheus package carries it.
 PROMTOOL := /usr/bin/promtool
+# The bench's HTTP load comes from Debian's wrk (C), so that the load generator does not measure itself.
+WRK := /usr/bin/wrk
 export PYTHONPATH := $(CURDIR)
 
 # setup.cfg is the one list of dependencies; pip cannot install a setup.cfg-only tree, so read it here.
@@ -14,7 +16,7 @@ define REQUIREMENTS
 import configparser
 cfg = configparser.ConfigParser()
 cfg.read("setup.cfg")
-groups = [cfg["options"]["install_requires"]] + [cfg["options.extras_require"][k] for k in ("test", "lint")]
+groups = [cfg["options"]["install_requires"]] + [cfg["options.extras_require"][k] for k in ("test", "lint", "bench")]
 print("\n".join(line.strip() for group in groups for line in group.splitlines() if line.strip()))
 endef
 export REQUIREMENTS
@@ -35,7 +37,7 @@ run: $(STAMP)
 migrate: $(STAMP)
 	$(PY) -m service migrate
 
-test: $(STAMP) $(CHROMIUM) $(PROMTOOL)
+test: $(STAMP) $(CHROMIUM) $(PROMTOOL) $(WRK)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(CHROMIUM):
@@ -46,8 +48,12 @@ $(PROMTOOL):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
-bench: $(STAMP)
+bench: $(STAMP) $(WRK)
 	$(PY) -m tests.bench $(BENCH_ARGS)
+
+$(WRK):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 
 lint: $(STAMP)
 	$(PY) -m ruff check --line-length 110 --target-version py311 --select E,F,W,I,B,UP,ASYNC service outbox tests

@@ -1,16 +1,18 @@
 """The bench's load generator: a process of its own, loopback only, bounded in time and in count.
 
-`python -m tests.bench.loadgen '<json spec>'` prints one JSON result on stdout. Intake and end-to-end runs use
-a minimal HTTP/1.1 keep-alive client on asyncio's transports: aiohttp's client tops out near 5.5k req/s on
-one core of this machine against a server that does nothing, below the 6.5k req/s the service must reach,
+`python -m tests.bench.loadgen '<json spec>'` prints one JSON result on stdout. The intake's closed loop is
+wrk's (tests/bench/wrk.py); this generator drives what wrk cannot: an open loop that records each signal's
+id, and SSE streams. The end-to-end and streams runs use minimal HTTP/1.1 clients on asyncio's transports:
+aiohttp's client tops out near 5.5k req/s on one core of this machine and costs ~10x the memory per stream,
 so it would measure itself. The ask-eco run, which needs an SSE parser and runs at a low rate, uses aiohttp.
 
 Modes:
-- `closed`: `connections` connections, each sending its next request as soon as the last one answered.
 - `rate`: an open loop at `rate_per_s`, spread over `connections` connections; records each signal's id and
   the wall-clock time of its 202, for the end-to-end measurement.
 - `ask`: `connections` concurrent ask-eco streams; the time from sending the request to reading
   `prompt_ready`, then the rest of the stream is read to `done`.
+- `streams`: `connections` ask-eco streams at once (all connected before any request is sent); the gaps
+  between one stream's successive `chunk` events, how many completed, and how many were open at once.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ class Spec:
     connections: int
     duration_s: float
     max_requests: int
-    warmup_s: float = 0.0
     rate_per_s: float = 0.0
     interaction_ids: list[str] = field(default_factory=list)
     path: str = "/api/signal"
@@ -52,6 +53,9 @@ class Result:
     latencies_ms: list[float] = field(default_factory=list)
     # rate mode: [signal id, wall-clock seconds of the 202]
     acked: list[tuple[str, float]] = field(default_factory=list)
+    # streams mode: milliseconds between successive chunks of a stream, and the most streams open at once
+    gaps_ms: list[float] = field(default_factory=list)
+    peak_open: int = 0
 
     @property
     def per_s(self) -> float:
@@ -136,41 +140,6 @@ async def _connect(port: int) -> _Http:
     return protocol
 
 
-async def run_closed(spec: Spec) -> Result:
-    """As fast as the server answers, from `connections` connections; the warm-up is not counted."""
-    result = Result()
-    statuses: Counter[int] = Counter()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    measure_from = started + spec.warmup_s
-    deadline = measure_from + spec.duration_s
-    ids = spec.interaction_ids
-    sent = 0
-
-    async def worker(index: int) -> None:
-        nonlocal sent
-        connection = await _connect(spec.port)
-        try:
-            while loop.time() < deadline and sent < spec.max_requests:
-                sent += 1
-                raw = _signal_request(spec.path, ids[(index + sent) % len(ids)], str(uuid.uuid4()))
-                before = loop.time()
-                status, _ = await connection.request(raw)
-                after = loop.time()
-                if before >= measure_from:
-                    statuses[status] += 1
-                    result.latencies_ms.append((after - before) * 1000)
-        finally:
-            assert connection.transport is not None
-            connection.transport.close()
-
-    await asyncio.gather(*(worker(i) for i in range(spec.connections)))
-    result.seconds = max(1e-9, min(loop.time(), deadline) - measure_from)
-    result.requests = len(result.latencies_ms)
-    result.statuses = {str(k): v for k, v in statuses.items()}
-    return result
-
-
 async def run_rate(spec: Spec) -> Result:
     """Request i leaves at start + i / rate, on connection i mod `connections`."""
     result = Result()
@@ -244,7 +213,88 @@ async def run_ask(spec: Spec) -> Result:
     return result
 
 
-MODES = {"closed": run_closed, "rate": run_rate, "ask": run_ask}
+ASK_BODY = '{"message": "Olá, Eco, hoje eu queria conversar sobre como foi difícil a minha semana"}'.encode()
+ASK_REQUEST = (
+    f"POST /api/ask-eco HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+    f"Accept: text/event-stream\r\nX-Eco-Guest-Id: bench\r\nContent-Length: {len(ASK_BODY)}\r\n\r\n"
+).encode() + ASK_BODY
+# An SSE event ends with an empty line (the service separates lines with a bare LF); the chunked transfer
+# encoding's size lines fall between events, so they never split one.
+EVENT_END = b"\n\n"
+
+
+class _Stream(asyncio.Protocol):
+    """One ask-eco stream: the arrival time of each `chunk` event, and whether `done` came."""
+
+    def __init__(self, open_streams: list[int], result: Result) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.finished: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._buffer = b""
+        self._started = False
+        self._last_chunk_at: float | None = None
+        self._open = open_streams
+        self._result = result
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        if not self._started:
+            self._started = True
+            self._open[0] += 1
+            self._result.peak_open = max(self._result.peak_open, self._open[0])
+        self._buffer += data
+        *events, self._buffer = self._buffer.split(EVENT_END)
+        for event in events:
+            if b"event: chunk" in event:
+                if self._last_chunk_at is not None:
+                    self._result.gaps_ms.append((now - self._last_chunk_at) * 1000)
+                self._last_chunk_at = now
+            elif b"event: done" in event:
+                self._end(True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(False)
+
+    def _end(self, completed: bool) -> None:
+        if self.finished.done():
+            return
+        if self._started:
+            self._open[0] -= 1
+        self.finished.set_result(completed)
+        assert self.transport is not None
+        self.transport.close()
+
+
+async def run_streams(spec: Spec) -> Result:
+    """`connections` streams at once; every connection is open before the first request leaves."""
+    result = Result()
+    loop = asyncio.get_running_loop()
+    open_streams = [0]
+    streams = [
+        protocol
+        for _, protocol in await asyncio.gather(
+            *(
+                loop.create_connection(lambda: _Stream(open_streams, result), HOST, spec.port)
+                for _ in range(spec.connections)
+            )
+        )
+    ]
+    started = loop.time()
+    for stream in streams:
+        assert stream.transport is not None
+        stream.transport.write(ASK_REQUEST)
+    async with asyncio.timeout(spec.duration_s):
+        completed = await asyncio.gather(*(stream.finished for stream in streams))
+    result.seconds = loop.time() - started
+    result.requests = sum(completed)
+    result.statuses = {"completed": sum(completed), "incomplete": len(completed) - sum(completed)}
+    return result
+
+
+MODES = {"rate": run_rate, "ask": run_ask, "streams": run_streams}
 
 
 def main(argv: list[str]) -> int:

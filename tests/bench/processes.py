@@ -1,5 +1,6 @@
-"""The processes a bench run starts: the service (`python -m service serve`), the plain baseline, and the
-load generator; each is stopped before the run goes on, so no two measurements share the machine."""
+"""The processes a bench run starts: the service (`python -m service serve`), the baselines (no database, one
+INSERT per request) and the Python load generator; each is stopped before the run goes on, so no two
+measurements share the machine."""
 
 from __future__ import annotations
 
@@ -28,8 +29,16 @@ def service_env(dsn: str, workers: int = 1, **extra: str) -> dict[str, str]:
     }
 
 
-def service(dsn: str, log_dir: Path, *, workers: int = 1, name: str = "service") -> ServiceProcess:
-    return ServiceProcess(service_env(dsn, workers), log_dir / f"{name}.log", name=name)
+def service(
+    dsn: str, log_dir: Path, *, workers: int = 1, name: str = "service", **extra: str
+) -> ServiceProcess:
+    return ServiceProcess(service_env(dsn, workers, **extra), log_dir / f"{name}.log", name=name)
+
+
+def ceiling(log_dir: Path) -> ServiceProcess:
+    return ServiceProcess(
+        {}, log_dir / "ceiling.log", args=("-m", "tests.bench.ceiling", "{port}"), name="ceiling"
+    )
 
 
 def plain(dsn: str, log_dir: Path) -> ServiceProcess:

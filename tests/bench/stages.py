@@ -18,7 +18,8 @@ from service.database import create_pool
 from tests.bench import database, processes
 from tests.bench.loadgen import median, percentile
 from tests.bench.settings import BenchSettings
-from tests.helpers import fetch, scalar
+from tests.bench.wrk import WrkRun, run_wrk
+from tests.helpers import fetch, scalar, wait_for
 from tests.service_process import ServiceProcess
 
 # The seed strategy of the ECO backend: an insert, and two more after these waits on an FK violation.
@@ -27,19 +28,58 @@ SEED_INSERT_SQL = """
 INSERT INTO analytics.eco_passive_signals (id, interaction_id, signal, meta)
 VALUES (%(id)s, %(interaction_id)s, 'bench_seed', '{}'::jsonb)
 """
+# The end-to-end stage's open loop spreads its requests over this many connections (a request waits for
+# the previous one on its connection, so at 5k/s each connection has ~13 ms for each).
+E2E_CONNECTIONS = 64
 # Interactions the intake and end-to-end stages spread their signals over.
 PARENTS = 100
 # Longest the end-to-end and lag stages wait for the last rows, beyond the load itself.
 SETTLE_TIMEOUT_S = 60.0
+# The streams stage: its longest run, and how often it samples the service's memory meanwhile.
+STREAMS_TIMEOUT_S = 120.0
+RSS_SAMPLE_S = 0.02
+# The intake stages' signals, as the Lua script names them.
+INTAKE_ROWS_SQL = "SELECT count(*) FROM analytics.eco_passive_signals WHERE signal = 'bench_view'"
+
+
+@dataclass(frozen=True)
+class IntakeRun:
+    load: WrkRun
+    # Signals in the target once the run (and the relay) settled; None for the ceiling, which stores nothing.
+    delivered: int | None
 
 
 @dataclass
 class Intake:
-    per_s: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
+    """One server's wrk runs; the figures are the median run's (by req/s)."""
+
+    runs: list[IntakeRun] = field(default_factory=list)
+
+    @property
+    def median(self) -> WrkRun:
+        ordered = sorted((run.load for run in self.runs), key=lambda load: load.per_s)
+        return ordered[(len(ordered) - 1) // 2]
+
+    @property
+    def acked(self) -> int:
+        return sum(run.load.acked for run in self.runs)
+
+    @property
+    def errors(self) -> int:
+        return sum(run.load.non_2xx + run.load.socket_errors for run in self.runs)
+
+    @property
+    def delivered(self) -> int | None:
+        counts = [run.delivered for run in self.runs]
+        return None if None in counts else sum(count or 0 for count in counts)
+
+    def all_delivered(self, connections: int) -> bool:
+        """Every 202 is a row in the target; at most one more per connection (a request wrk sent before it
+        stopped, whose answer it never read, is stored all the same)."""
+        return all(
+            run.delivered is not None and run.load.acked <= run.delivered <= run.load.acked + connections
+            for run in self.runs
+        )
 
 
 @dataclass
@@ -71,50 +111,55 @@ class LagRun:
     seconds: float = 0.0
 
 
-def _intake(result: dict[str, object]) -> Intake:
-    latencies = list(result["latencies_ms"])  # type: ignore[call-overload]
-    statuses = dict(result["statuses"])  # type: ignore[call-overload]
-    return Intake(
-        per_s=float(result["per_s"]),  # type: ignore[arg-type]
-        p50_ms=percentile(latencies, 50),
-        p99_ms=percentile(latencies, 99),
-        requests=len(latencies),
-        errors=sum(count for status, count in statuses.items() if status != "202"),
+async def _delivered(pool: aiopg.Pool) -> int:
+    """Once nothing is pending in the outbox (the service's relay delivered every signal; the one-INSERT
+    handler has no outbox): the signals in the target."""
+    await wait_for(
+        lambda: scalar(pool, "SELECT count(*) FROM eco_outbox.events WHERE state = 'pending'"),
+        lambda pending: pending == 0,
+        timeout_s=SETTLE_TIMEOUT_S,
+        interval_s=0.05,
     )
+    return int(await scalar(pool, INTAKE_ROWS_SQL))
 
 
-async def intake(server: ServiceProcess, parents: list[str], settings: BenchSettings) -> Intake:
-    """Closed-loop signal intake against `server`; the warm-up is not counted."""
-    spec = {
-        "mode": "closed",
-        "port": server.port,
-        "connections": settings.connections,
-        "duration_s": settings.intake_s,
-        "warmup_s": settings.warmup_s,
-        "max_requests": settings.max_requests,
-        "interaction_ids": parents,
-    }
-    return _intake(await processes.loadgen(spec, settings.intake_s + settings.warmup_s + 60))
+async def _delivered_interactions(pool: aiopg.Pool) -> int:
+    """Once nothing is pending in the outbox: the interactions (each ask-eco request's row) in the target."""
+    await wait_for(
+        lambda: scalar(pool, "SELECT count(*) FROM eco_outbox.events WHERE state = 'pending'"),
+        lambda pending: pending == 0,
+        timeout_s=SETTLE_TIMEOUT_S,
+        interval_s=0.05,
+    )
+    return int(await scalar(pool, "SELECT count(*) FROM analytics.eco_interactions"))
 
 
-async def intake_both(
+async def intake_side_by_side(
     pool: aiopg.Pool, dsn: str, log_dir: Path, settings: BenchSettings
 ) -> dict[str, Intake]:
-    """This service (1 and N processes) and the plain handler, one after the other on the same database."""
-    results: dict[str, Intake] = {}
-    runs = [
-        ("service", processes.service(dsn, log_dir)),
-        ("plain", processes.plain(dsn, log_dir)),
-        (
-            "service_multi",
-            processes.service(dsn, log_dir, workers=settings.workers, name=f"service-{settings.workers}"),
-        ),
-    ]
-    for name, server in runs:
-        await database.reset(pool)
-        parents = await database.insert_parents(pool, PARENTS)
-        async with server:
-            results[name] = await intake(server, parents, settings)
+    """wrk against the HTTP ceiling, the one-INSERT handler and this service (its relay delivering), taking
+    turns `repeats` times on the same database, emptied before each run; after each run, the rows are
+    counted in the target."""
+    servers = {
+        "ceiling": lambda: processes.ceiling(log_dir),
+        "one_insert": lambda: processes.plain(dsn, log_dir),
+        "service": lambda: processes.service(dsn, log_dir),
+    }
+    results = {name: Intake() for name in servers}
+    for _ in range(settings.repeats):
+        for name, server in servers.items():
+            await database.reset(pool)
+            parents = await database.insert_parents(pool, PARENTS)
+            async with server() as running:
+                load = await run_wrk(
+                    running.url,
+                    parents,
+                    threads=settings.wrk_threads,
+                    connections=settings.connections,
+                    duration_s=settings.intake_s,
+                )
+                delivered = None if name == "ceiling" else await _delivered(pool)
+            results[name].runs.append(IntakeRun(load, delivered))
     return results
 
 
@@ -157,7 +202,7 @@ async def end_to_end(pool: aiopg.Pool, server: ServiceProcess, settings: BenchSe
         spec = {
             "mode": "rate",
             "port": server.port,
-            "connections": 16,
+            "connections": E2E_CONNECTIONS,
             "duration_s": settings.e2e_s,
             "rate_per_s": settings.e2e_rate_per_s,
             "max_requests": settings.max_requests,
@@ -199,6 +244,66 @@ async def prompt_ready(server: ServiceProcess, settings: BenchSettings) -> Laten
     latencies = list(result["latencies_ms"])
     return Latency(
         median(latencies), percentile(latencies, 99), len(latencies), settings.asks - len(latencies)
+    )
+
+
+@dataclass
+class StreamsRun:
+    streams: int
+    completed: int
+    peak_open: int
+    # Interactions in the target once the outbox has nothing pending: one per completed stream.
+    delivered: int
+    cadence_ms: float
+    p50_gap_ms: float
+    p99_gap_ms: float
+    memory_per_stream_bytes: float
+
+
+def _rss_bytes(pid: int) -> int:
+    """The process's resident memory, from /proc (Linux only, as the bench)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def streams(pool: aiopg.Pool, log_dir: Path, dsn: str, settings: BenchSettings) -> StreamsRun:
+    """`streams` ask-eco streams at once on one service process, its offline responder pausing
+    `stream_cadence_ms` before each chunk: do they all complete, how late do chunks come, and what does an
+    open stream cost in resident memory (the peak while they run, less the idle process's)."""
+    await database.reset(pool)
+    server = processes.service(
+        dsn, log_dir, name="service-streams", ECO_OFFLINE_CHUNK_DELAY_MS=f"{settings.stream_cadence_ms:g}"
+    )
+    async with server:
+        assert server.process is not None
+        pid = server.process.pid
+        idle = _rss_bytes(pid)
+        spec = {
+            "mode": "streams",
+            "port": server.port,
+            "connections": settings.streams,
+            "duration_s": STREAMS_TIMEOUT_S,
+            "max_requests": settings.streams,
+        }
+        load = asyncio.create_task(processes.loadgen(spec, STREAMS_TIMEOUT_S + 30))
+        peak = idle
+        while not load.done():
+            peak = max(peak, _rss_bytes(pid))
+            await asyncio.wait([load], timeout=RSS_SAMPLE_S)
+        result = await load
+        delivered = await _delivered_interactions(pool)
+    gaps = list(result["gaps_ms"])
+    return StreamsRun(
+        streams=settings.streams,
+        completed=int(result["statuses"]["completed"]),
+        peak_open=int(result["peak_open"]),
+        delivered=delivered,
+        cadence_ms=settings.stream_cadence_ms,
+        p50_gap_ms=percentile(gaps, 50),
+        p99_gap_ms=percentile(gaps, 99),
+        memory_per_stream_bytes=(peak - idle) / settings.streams,
     )
 
 
