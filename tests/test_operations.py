@@ -52,15 +52,19 @@ async def test_metrics_move_as_signals_flow(client, db) -> None:
     for name in ("view", "copy"):
         resp = await client.post("/api/signal", json={"interaction_id": interaction_id, "name": name})
         assert resp.status == 202
-    await wait_for(
-        lambda: scalar(db, "SELECT count(*) FROM eco_outbox.events WHERE attempts >= 1"), lambda n: n == 2
+
+    def retried(text: str) -> float:
+        return sample(text, "eco_outbox_retried_total", kind="signal", reason="parent_missing")
+
+    # Wait on the scrape itself: the relay counts a retry only after its mark has committed.
+    waiting = await wait_for(
+        lambda: scrape(client),
+        lambda text: (
+            retried(text) >= 2 + retried(before)
+            and sample(text, "eco_outbox_rows", kind="signal", state="pending") == 2
+        ),
     )
-    waiting = await scrape(client)
-    assert sample(waiting, "eco_outbox_rows", kind="signal", state="pending") == 2
     assert sample(waiting, "eco_outbox_oldest_pending_age_seconds", kind="signal") > 0
-    assert sample(waiting, "eco_outbox_retried_total", kind="signal", reason="parent_missing") > sample(
-        before, "eco_outbox_retried_total", kind="signal", reason="parent_missing"
-    )
     assert sample(
         waiting, "eco_http_request_seconds_count", method="POST", route="/api/signal", status="202"
     ) >= 2 + sample(
@@ -68,18 +72,25 @@ async def test_metrics_move_as_signals_flow(client, db) -> None:
     )
 
     await fetch(db, "INSERT INTO analytics.eco_interactions (id) VALUES (%s) RETURNING id", (interaction_id,))
-    await wait_for(
-        lambda: scalar(
+
+    def delivered(text: str) -> float:
+        return sample(text, "eco_outbox_delivered_total", kind="signal")
+
+    # The target row commits before the relay marks the outbox row and counts it: wait for both.
+    after = await wait_for(
+        lambda: scrape(client),
+        lambda text: (
+            sample(text, "eco_outbox_rows", kind="signal", state="pending") == 0
+            and delivered(text) >= 2 + delivered(before)
+        ),
+    )
+    assert (
+        await scalar(
             db,
             "SELECT count(*) FROM analytics.eco_passive_signals WHERE interaction_id = %s",
             (interaction_id,),
-        ),
-        lambda n: n == 2,
-    )
-    after = await scrape(client)
-    assert sample(after, "eco_outbox_rows", kind="signal", state="pending") == 0
-    assert sample(after, "eco_outbox_delivered_total", kind="signal") >= 2 + sample(
-        before, "eco_outbox_delivered_total", kind="signal"
+        )
+        == 2
     )
     assert sample(after, "eco_outbox_relay_batch_rows_count") > sample(
         before, "eco_outbox_relay_batch_rows_count"
