@@ -205,3 +205,29 @@ def test_json_logs_carry_context_and_route_stdlib_loggers(capsys) -> None:
     assert retry["level"] == "INFO"
     stdlib = next(line for line in lines if line["message"] == "from aiohttp")
     assert stdlib["level"] == "ERROR" and stdlib["logger"] == "aiohttp.server"
+
+
+HOSTILE = "{x}{time}<red>{{</red>"
+
+
+def test_log_context_with_braces_and_tags_arrives_intact(capsys) -> None:
+    """Context values are client data: braces and angle brackets are neither fields nor colour tags."""
+    for json_lines in (False, True):
+        setup_logging(json_lines=json_lines)
+        try:
+            logger.bind(interaction_id=HOSTILE, code="<b>").info("said {}", HOSTILE)
+            logging.getLogger("aiohttp.access").info("GET /%s", HOSTILE)
+        finally:
+            setup_logging(json_lines=False)
+        err = capsys.readouterr().err
+        assert "Logging error" not in err
+        if json_lines:
+            lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+            said = next(line for line in lines if line["message"].startswith("said "))
+            assert said["message"] == f"said {HOSTILE}"
+            assert said["interaction_id"] == HOSTILE and said["code"] == "<b>"
+            assert any(line["message"] == f"GET /{HOSTILE}" for line in lines)
+        else:
+            said = next(line for line in err.splitlines() if "said " in line)
+            assert said.endswith(f"said {HOSTILE} interaction_id={HOSTILE} code=<b>")
+            assert f"GET /{HOSTILE}" in err
