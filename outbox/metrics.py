@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RELAY_DELIVERED = Counter("eco_outbox_delivered", "Outbox rows written to the target.", ["kind"])
 RELAY_RETRIED = Counter(
@@ -23,4 +23,11 @@ RELAY_BATCH_SECONDS = Histogram(
     "eco_outbox_relay_batch_seconds",
     "Time to claim, deliver and mark one relay batch.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+DEFERRED_ROWS = Gauge(
+    "eco_outbox_deferred_rows", "Rows held in memory because the outbox was unreachable, waiting for a retry."
+)
+DEFERRED_DROPPED = Counter(
+    "eco_outbox_deferred_dropped",
+    "Held rows lost: dropped when the bounded queue was full, or still held when the process stopped.",
 )

@@ -84,6 +84,10 @@ class Config:
     intake_batch_max_rows: int = 500
     intake_batch_wait_ms: float = 0.0
     intake_flushers: int = 2
+    # An interaction's completion and telemetry that met the outbox down mid-stream: held in memory up to
+    # this many rows, retried every deferred_retry_s, flushed on shutdown.
+    deferred_max_rows: int = 10_000
+    deferred_retry_s: float = 1.0
     # Allocations between young-generation collections when serving (0: Python's default, 700).
     gc_gen0_threshold: int = 20_000
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -124,6 +128,8 @@ class Config:
             ),
             intake_batch_wait_ms=_float(env, "ECO_INTAKE_BATCH_WAIT_MS", defaults.intake_batch_wait_ms),
             intake_flushers=_int(env, "ECO_INTAKE_FLUSHERS", defaults.intake_flushers, minimum=1),
+            deferred_max_rows=_int(env, "ECO_DEFERRED_MAX_ROWS", defaults.deferred_max_rows, minimum=1),
+            deferred_retry_s=_float(env, "ECO_DEFERRED_RETRY_S", defaults.deferred_retry_s, minimum=0.01),
             gc_gen0_threshold=_int(env, "ECO_GC_GEN0_THRESHOLD", defaults.gc_gen0_threshold),
             relay=RelaySettings(
                 batch_size=_int(env, "ECO_RELAY_BATCH", relay_defaults.batch_size, minimum=1),

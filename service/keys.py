@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
 from outbox.relay import Relay
 from service.config import Config
@@ -15,6 +16,7 @@ from service.responder import Responder
 CONFIG = web.AppKey("config", Config)
 DATABASES = web.AppKey("databases", Databases)
 WRITER = web.AppKey("writer", OutboxWriter)
+DEFERRED = web.AppKey("deferred", DeferredWrites)
 RELAY = web.AppKey("relay", Relay)
 RESPONDER = web.AppKey("responder", Responder)
 STREAMS = web.AppKey("streams", InteractionRegistry)
