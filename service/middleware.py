@@ -15,7 +15,7 @@ from service.errors import ApiError, code_for, details_of, error_response
 from service.keys import CONFIG, RATE_LIMITER
 
 # Route names (see routes.py) that count against the per-client rate limit.
-RATE_LIMITED_ROUTES = frozenset({"ask-eco", "signal"})
+RATE_LIMITED_ROUTES = frozenset({"ask-eco", "signal", "interaction-signals"})
 
 
 @web.middleware
