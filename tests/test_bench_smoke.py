@@ -12,6 +12,7 @@ import pytest
 from service.config import PROJECT_DIR
 from tests.bench.settings import LAGS_S
 
+READS = ("interaction status", "/metrics", "/readyz")
 BENCH_TIMEOUT_S = 300.0
 MEASUREMENTS = [
     "signal intake, 1 process: req/s",
@@ -22,6 +23,7 @@ MEASUREMENTS = [
     "202 -> row in target at 1,000/s: p50 / p99 ms",
     "ask-eco request -> prompt_ready: p50 / p99 ms",
 ] + [f"signals lost, parent {lag_s * 1000:,.0f} ms late (of 10)" for lag_s in LAGS_S]
+MEASUREMENTS += [f"{read}, 30,000 outbox rows kept: p50 / p99 ms" for read in READS]
 
 
 @pytest.mark.slow
