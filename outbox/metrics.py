@@ -25,7 +25,9 @@ RELAY_BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 DEFERRED_ROWS = Gauge(
-    "eco_outbox_deferred_rows", "Rows held in memory because the outbox was unreachable, waiting for a retry."
+    "eco_outbox_deferred_rows",
+    "Rows held in memory because the outbox was unreachable, waiting for a retry.",
+    multiprocess_mode="livesum",
 )
 DEFERRED_DROPPED = Counter(
     "eco_outbox_deferred_dropped",
