@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TypeVar
 
@@ -14,6 +15,7 @@ from outbox.relay import RelaySettings
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 N = TypeVar("N", int, float)
+IPNetwork = IPv4Network | IPv6Network
 
 
 class ConfigError(ValueError):
@@ -56,6 +58,15 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ip_network(item, strict=False) for item in _list(env, name))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{name} must list IP addresses or networks (CIDR), comma-separated: {exc}"
+        ) from exc
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds on client input; every one is a 413 or 422, never a 500."""
@@ -75,6 +86,11 @@ class Config:
     port: int = 3001
     # Service processes sharing the port (SO_REUSEPORT), each with the whole app, relay included.
     workers: int = 1
+    # Set by the ECO_WORKERS supervisor for its workers (never from the environment): the folder where
+    # prometheus-client's multiprocess mode keeps every worker's values, so that /metrics sums them.
+    metrics_dir: Path | None = None
+    # X-Forwarded-For names the client only when the connection comes from one of these networks.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     database_url: str | None = None
     target_database_url: str | None = None
     data_dir: Path = PROJECT_DIR / ".eco-data"
@@ -154,6 +170,7 @@ class Config:
             ),
             admin_token=env.get("ECO_ADMIN_TOKEN") or None,
             cors_origins=_list(env, "ECO_CORS_ORIGINS"),
+            trusted_proxies=_networks(env, "ECO_TRUSTED_PROXIES"),
             log_json=_bool(env, "ECO_LOG_JSON", defaults.log_json),
             log_level=env.get("ECO_LOG_LEVEL", defaults.log_level).upper(),
             llm_url=env.get("ECO_LLM_URL") or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from ipaddress import ip_network
 
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
@@ -146,9 +147,37 @@ async def test_rate_limit_answers_429_with_retry_after(make_client) -> None:
     assert limited.status == 429
     assert int(limited.headers["Retry-After"]) >= 1
     assert (await limited.json())["error"] == "rate_limited"
+    # The key is the client's address: a guest id the client picks does not buy it a new bucket.
     other_guest = await client.post("/api/signal", json=body, headers={"X-Eco-Guest-Id": "g2"})
-    assert other_guest.status == 202
+    assert other_guest.status == 429
     assert (await client.get("/healthz")).status == 200
+
+
+async def signal_statuses(client, forwarded_for: list[str]) -> list[int]:
+    body = {"interaction_id": str(uuid.uuid4()), "name": "view"}
+    return [
+        (await client.post("/api/signal", json=body, headers={"X-Forwarded-For": hops})).status
+        for hops in forwarded_for
+    ]
+
+
+async def test_rate_limit_keys_on_x_forwarded_for_only_from_trusted_proxies(make_client) -> None:
+    trusted = await make_client(
+        rate_limit_per_s=0.001, rate_limit_burst=2.0, trusted_proxies=(ip_network("127.0.0.0/8"),)
+    )
+    # Each proxy appends the peer it saw: the right-most untrusted hop is the client, what a client wrote
+    # to the left of it is not believed.
+    assert await signal_statuses(
+        trusted, ["198.51.100.1", "10.9.9.9, 198.51.100.1", "198.51.100.2, 198.51.100.1, 127.0.0.5"]
+    ) == [202, 202, 429]
+    assert await signal_statuses(trusted, ["198.51.100.2", "not-an-ip, 198.51.100.3"]) == [202, 202]
+
+    untrusted = await make_client(rate_limit_per_s=0.001, rate_limit_burst=2.0)
+    assert await signal_statuses(untrusted, ["198.51.100.1", "198.51.100.2", "198.51.100.3"]) == [
+        202,
+        202,
+        429,
+    ]
 
 
 async def test_retention_purges_old_delivered_rows_in_batches_and_keeps_the_rest(client, db) -> None:
