@@ -13,8 +13,8 @@ import aiopg
 import pytest
 
 from tests.helpers import insert_interaction, scalar, wait_for
-from tests.test_operations import sample
 from tests.service_process import ServiceProcess
+from tests.test_operations import sample
 
 STOP_TIMEOUT_S = 30.0
 SIGNALS = 40
