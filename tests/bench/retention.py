@@ -40,9 +40,11 @@ FROM (
            now() - n * interval '200 milliseconds' AS at,
            CASE WHEN n <= %(pending)s THEN 'pending'
                 WHEN n <= %(pending)s + %(dead)s THEN 'dead' ELSE 'delivered' END AS state
-    FROM generate_series(1, %(rows)s) AS n
+    FROM generate_series(%(first)s, %(last)s) AS n
 ) AS rows
 """
+# Rows per INSERT: each statement stays well within the pool's query timeout.
+FILL_CHUNK_ROWS = 250_000
 
 
 @dataclass
