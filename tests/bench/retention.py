@@ -74,13 +74,9 @@ async def reads(pool: aiopg.Pool, dsn: str, log_dir: Path, settings: BenchSettin
     rows = RETAINED_ROWS_QUICK if settings == QUICK else RETAINED_ROWS
     await database.reset(pool)
     started = time.perf_counter()
-    fill = {
-        "rows": rows,
-        "pending": PENDING_ROWS,
-        "dead": DEAD_ROWS,
-        "per_interaction": SIGNALS_PER_INTERACTION,
-    }
-    await fetch(pool, FILL_SQL, fill)
+    fill = {"pending": PENDING_ROWS, "dead": DEAD_ROWS, "per_interaction": SIGNALS_PER_INTERACTION}
+    for first in range(1, rows + 1, FILL_CHUNK_ROWS):
+        await fetch(pool, FILL_SQL, {**fill, "first": first, "last": min(rows, first + FILL_CHUNK_ROWS - 1)})
     await fetch(pool, "VACUUM ANALYZE eco_outbox.events")
     fill_s = time.perf_counter() - started
     paths = {
