@@ -187,3 +187,29 @@ async def test_the_held_queue_is_bounded_and_counts_what_it_drops(database_url: 
         await writer.close()
         pool.close()
         await pool.wait_closed()
+
+
+async def test_prompt_ready_commits_in_the_interactions_statement(client: TestClient, db: aiopg.Pool) -> None:
+    """Both rows carry one transaction id (xmin), read as soon as prompt_ready arrives; a repeated
+    client_message_id adds neither."""
+    body = {"message": "oi", "client_message_id": "cm-1"}
+    resp = await client.post("/api/ask-eco", json=body, headers={"Accept": "text/event-stream"})
+    assert resp.status == 200
+    interaction_id = resp.headers["X-Eco-Interaction-Id"]
+    assert b"event: prompt_ready" in await resp.content.readuntil(b"\n\n")
+    rows = await fetch(
+        db,
+        "SELECT kind, payload->>'signal', xmin::text FROM eco_outbox.events WHERE interaction_id = %s "
+        "AND (kind = 'interaction' OR payload->>'signal' = 'prompt_ready')",
+        (interaction_id,),
+    )
+    assert sorted(row[:2] for row in rows) == [("interaction", None), ("signal", "prompt_ready")]
+    assert len({row[2] for row in rows}) == 1, rows
+    await resp.read()
+
+    duplicate = await client.post("/api/ask-eco", json=body)
+    assert duplicate.status == 409
+    prompt_readies = await fetch(
+        db, "SELECT count(*) FROM eco_outbox.events WHERE payload->>'signal' = 'prompt_ready'"
+    )
+    assert prompt_readies == [(1,)]
