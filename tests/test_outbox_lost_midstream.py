@@ -213,3 +213,39 @@ async def test_prompt_ready_commits_in_the_interactions_statement(client: TestCl
         db, "SELECT count(*) FROM eco_outbox.events WHERE payload->>'signal' = 'prompt_ready'"
     )
     assert prompt_readies == [(1,)]
+
+
+REFUSE_COMPLETIONS_SQL = """
+CREATE FUNCTION public.refuse_completion() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'completion refused by the test';
+END $$;
+CREATE TRIGGER refuse_completion BEFORE INSERT ON eco_outbox.events
+    FOR EACH ROW WHEN (NEW.kind = 'interaction_completion') EXECUTE FUNCTION public.refuse_completion();
+"""
+
+
+async def test_a_failure_the_run_does_not_catch_still_ends_the_stream_with_error_then_done(
+    client: TestClient, db: aiopg.Pool
+) -> None:
+    """The outbox refuses the completion row itself (not an outage, so nothing to retry): the error is raised
+    after the first byte, and the stream still ends with error then done, in one response."""
+    await fetch(db, REFUSE_COMPLETIONS_SQL)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    body = b'{"message": "oi"}'
+    try:
+        async with asyncio.timeout(STREAM_TIMEOUT_S):
+            writer.write(
+                b"POST /api/ask-eco HTTP/1.1\r\nHost: eco\r\nContent-Type: application/json\r\n"
+                b"Accept: text/event-stream\r\nConnection: close\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            raw = await reader.read()
+    finally:
+        writer.close()
+    assert raw.count(b"HTTP/1.1 ") == 1, raw[-600:]
+    events = frames(dechunk(raw.partition(b"\r\n\r\n")[2]).decode())
+    assert [name for name, _ in events][-2:] == ["error", "done"]
+    assert events[-2][1]["code"] == "stream_failed"
+    assert events[-1][1]["meta"]["finishReason"] == "error"
