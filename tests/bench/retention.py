@@ -58,14 +58,22 @@ def interaction_of(row_number: int) -> str:
     return f"00000000-0000-4000-8000-{row_number // SIGNALS_PER_INTERACTION:012x}"
 
 
-async def _timed_gets(session: aiohttp.ClientSession, url: str) -> list[float]:
-    latencies = []
-    for _ in range(SAMPLES):
-        started = time.perf_counter()
-        async with session.get(url) as response:
-            await response.read()
-            assert response.status == 200, (url, response.status)
-        latencies.append((time.perf_counter() - started) * 1000)
+async def _timed_get(session: aiohttp.ClientSession, url: str) -> float:
+    started = time.perf_counter()
+    async with session.get(url) as response:
+        await response.read()
+        assert response.status == 200, (url, response.status)
+    return (time.perf_counter() - started) * 1000
+
+
+async def time_reads(url: str, paths: dict[str, str]) -> dict[str, list[float]]:
+    """One request at a time, the reads taking turns, so that whatever else loads the machine weighs on
+    each of them alike."""
+    latencies: dict[str, list[float]] = {name: [] for name in paths}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(SAMPLES):
+            for name, path in paths.items():
+                latencies[name].append(await _timed_get(session, url + path))
     return latencies
 
 
@@ -85,8 +93,7 @@ async def reads(pool: aiopg.Pool, dsn: str, log_dir: Path, settings: BenchSettin
         "readyz": "/readyz",
     }
     async with processes.service(dsn, log_dir, name="service-retention") as service:
-        async with aiohttp.ClientSession() as session:
-            latencies = {name: await _timed_gets(session, service.url + path) for name, path in paths.items()}
+        latencies = await time_reads(service.url, paths)
     await database.reset(pool)
     return Reads(rows, fill_s, latencies)
 
