@@ -41,3 +41,12 @@ RELAY_REFUSED = Counter(
     ["kind", "sqlstate"],
 )
 LOOP_RESTARTS = Counter("eco_outbox_loop_restarts", "Outbox loops restarted after they died.", ["loop"])
+DEFERRED_ROWS = Gauge(
+    "eco_outbox_deferred_rows",
+    "Rows held in memory because the outbox was unreachable, waiting for a retry.",
+    multiprocess_mode="livesum",
+)
+DEFERRED_DROPPED = Counter(
+    "eco_outbox_deferred_dropped",
+    "Held rows lost: dropped when the bounded queue was full, or still held when the process stopped.",
+)

@@ -1,5 +1,8 @@
 """Where one interaction's events are on their way to the target: pending, delivered or dead, and how many
-attempts each took. Clients watch this to see their signals land; rows purged after retention are gone."""
+attempts each took. Clients watch this to see their signals land; rows purged after retention are gone.
+
+The read goes through events_interaction_idx (sql/006) and is bounded, so that it costs one interaction's rows
+whatever the outbox retains."""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ EVENTS_OF_INTERACTION = compile_statement(
     )
     .where(events.c.interaction_id == bindparam("interaction_id"))
     .order_by(events.c.seq)
+    .limit(bindparam("limit"))
 )
 
 
@@ -52,15 +56,20 @@ class InteractionStatus:
 
     interaction: list[EventStatus]
     signals: list[EventStatus]
+    # More rows exist than `max_rows`: the oldest are listed.
+    truncated: bool
 
 
-async def interaction_status(pool: aiopg.Pool, interaction_id: uuid.UUID) -> InteractionStatus:
+async def interaction_status(pool: aiopg.Pool, interaction_id: uuid.UUID, max_rows: int) -> InteractionStatus:
+    """The interaction's first `max_rows` outbox rows, oldest first."""
+    params = EVENTS_OF_INTERACTION.bind(interaction_id=str(interaction_id), limit=max_rows + 1)
     async with pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute(
-            EVENTS_OF_INTERACTION.sql, EVENTS_OF_INTERACTION.bind(interaction_id=str(interaction_id))
-        )
+        await cur.execute(EVENTS_OF_INTERACTION.sql, params)
         rows = [EventStatus(*row) for row in await cur.fetchall()]
+    truncated = len(rows) > max_rows
+    rows = rows[:max_rows]
     return InteractionStatus(
         interaction=[row for row in rows if row.kind != Kind.SIGNAL],
         signals=[row for row in rows if row.kind == Kind.SIGNAL],
+        truncated=truncated,
     )

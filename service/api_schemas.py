@@ -205,6 +205,10 @@ class InteractionSignalsSchema(Schema):
         metadata={"description": "the interaction's own rows: created, then completed"},
     )
     signals = fields.List(fields.Nested(SignalStateSchema), required=True)
+    truncated = fields.Boolean(
+        required=True,
+        metadata={"description": "true when the interaction has more rows than one answer holds (500)"},
+    )
 
 
 class KindCountSchema(Schema):

@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
+from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
 from outbox.relay import Relay
 from outbox.retention import Purger
@@ -17,7 +18,17 @@ from service.config import Config
 from service.database import open_databases
 from service.headers import header_middleware, quiet_malformed_requests
 from service.interaction import InteractionRegistry
-from service.keys import CONFIG, DATABASES, RATE_LIMITER, RELAY, RESPONDER, SIDE_LOOPS, STREAMS, WRITER
+from service.keys import (
+    CONFIG,
+    DATABASES,
+    DEFERRED,
+    RATE_LIMITER,
+    RELAY,
+    RESPONDER,
+    SIDE_LOOPS,
+    STREAMS,
+    WRITER,
+)
 from service.metrics import metrics_middleware
 from service.middleware import error_middleware, rate_limit_middleware
 from service.ratelimit import RateLimiter
@@ -26,6 +37,8 @@ from service.routes import setup_routes
 
 # Streams get this long to send their final event on shutdown before aiohttp cancels the handlers.
 STREAM_SHUTDOWN_S = 5.0
+# Completions held while the outbox was down get this long to land on shutdown.
+DEFERRED_FLUSH_S = 5.0
 
 
 async def databases_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -40,7 +53,8 @@ async def databases_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Writer, relay, NOTIFY listener and purger; on the way out the relay finishes its batch first."""
+    """Writer, deferred writes, relay, NOTIFY listener and purger; on the way out the held completions are
+    flushed through the writer before it closes, and the relay finishes its batch."""
     config = app[CONFIG]
     databases = app[DATABASES]
     relay = Relay(databases.outbox, databases.target, config.relay)
@@ -53,14 +67,18 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     listener = NotifyListener(databases.outbox_dsn, relay.wake, timeout_s=config.db_timeout_s)
     purger = Purger(databases.outbox, config.relay.retention_s, config.relay.purge_batch)
+    deferred = DeferredWrites(writer, max_rows=config.deferred_max_rows, retry_s=config.deferred_retry_s)
     await writer.start()
+    deferred.start()
     relay.start()
     listener.start()
     purger.start()
     app[WRITER] = writer
     app[RELAY] = relay
     app[SIDE_LOOPS] = (listener, purger)
+    app[DEFERRED] = deferred
     yield
+    await deferred.close(DEFERRED_FLUSH_S)
     await writer.close()
     await listener.stop()
     await purger.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TypeVar
 
@@ -14,6 +15,7 @@ from outbox.relay import RelaySettings
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 N = TypeVar("N", int, float)
+IPNetwork = IPv4Network | IPv6Network
 
 
 class ConfigError(ValueError):
@@ -64,6 +66,15 @@ DEFAULT_CORS_ORIGINS = (
 )
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ip_network(item, strict=False) for item in _list(env, name))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{name} must list IP addresses or networks (CIDR), comma-separated: {exc}"
+        ) from exc
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds on client input; every one is a 413 or 422, never a 500."""
@@ -83,6 +94,11 @@ class Config:
     port: int = 3001
     # Service processes sharing the port (SO_REUSEPORT), each with the whole app, relay included.
     workers: int = 1
+    # Set by the ECO_WORKERS supervisor for its workers (never from the environment): the folder where
+    # prometheus-client's multiprocess mode keeps every worker's values, so that /metrics sums them.
+    metrics_dir: Path | None = None
+    # X-Forwarded-For names the client only when the connection comes from one of these networks.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     database_url: str | None = None
     target_database_url: str | None = None
     data_dir: Path = PROJECT_DIR / ".eco-data"
@@ -94,6 +110,10 @@ class Config:
     intake_flushers: int = 2
     # No request waits longer than this for its outbox commit: it gets a 503 with Retry-After instead.
     enqueue_timeout_s: float = 15.0
+    # An interaction's completion and telemetry that met the outbox down mid-stream: held in memory up to
+    # this many rows, retried every deferred_retry_s, flushed on shutdown.
+    deferred_max_rows: int = 10_000
+    deferred_retry_s: float = 1.0
     # Allocations between young-generation collections when serving (0: Python's default, 700).
     gc_gen0_threshold: int = 20_000
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -136,6 +156,8 @@ class Config:
             intake_batch_wait_ms=_float(env, "ECO_INTAKE_BATCH_WAIT_MS", defaults.intake_batch_wait_ms),
             intake_flushers=_int(env, "ECO_INTAKE_FLUSHERS", defaults.intake_flushers, minimum=1),
             enqueue_timeout_s=_float(env, "ECO_ENQUEUE_TIMEOUT_S", defaults.enqueue_timeout_s, minimum=0.1),
+            deferred_max_rows=_int(env, "ECO_DEFERRED_MAX_ROWS", defaults.deferred_max_rows, minimum=1),
+            deferred_retry_s=_float(env, "ECO_DEFERRED_RETRY_S", defaults.deferred_retry_s, minimum=0.01),
             gc_gen0_threshold=_int(env, "ECO_GC_GEN0_THRESHOLD", defaults.gc_gen0_threshold),
             relay=RelaySettings(
                 batch_size=_int(env, "ECO_RELAY_BATCH", relay_defaults.batch_size, minimum=1),
@@ -168,6 +190,7 @@ class Config:
             cors_origins=defaults.cors_origins
             if "ECO_CORS_ORIGINS" not in env
             else _list(env, "ECO_CORS_ORIGINS"),
+            trusted_proxies=_networks(env, "ECO_TRUSTED_PROXIES"),
             log_json=_bool(env, "ECO_LOG_JSON", defaults.log_json),
             log_level=env.get("ECO_LOG_LEVEL", defaults.log_level).upper(),
             llm_url=env.get("ECO_LLM_URL") or None,

@@ -17,6 +17,7 @@ from typing import Any
 
 from loguru import logger
 
+from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
 from outbox.events import InteractionRow, OutboxEvent, completion_event, interaction_event, signal_event
 from service.errors import ApiError
@@ -29,6 +30,8 @@ FINISH_STOP = "stop"
 FINISH_ERROR = "error"
 FINISH_CLIENT_DISCONNECT = "client_disconnect"
 FINISH_SHUTDOWN = "server_shutdown"
+# The stream ran, but its completion met the outbox down: it is held and retried, not yet durable.
+ERROR_COMPLETION_DEFERRED = "completion_deferred"
 
 
 def _epoch_ms() -> int:
@@ -47,11 +50,13 @@ class InteractionRun:
         responder: Responder,
         ask: AskInput,
         *,
+        deferred: DeferredWrites,
         guest_id: str,
         session_id: str,
         client_message_id: str | None,
     ) -> None:
         self._writer = writer
+        self._deferred = deferred
         self._responder = responder
         self._ask = ask
         self.interaction_id = uuid.uuid4()
@@ -64,7 +69,7 @@ class InteractionRun:
         self._parts: list[str] = []
         self._first_token_ms: int | None = None
         self._telemetry: list[OutboxEvent] = []
-        self._completion: asyncio.Task[None] | None = None
+        self._completion: asyncio.Task[bool] | None = None
         self._stop = asyncio.Event()
         self.finish_reason: str | None = None
         self._row = InteractionRow(
@@ -100,16 +105,23 @@ class InteractionRun:
         self._stop.set()
 
     async def open(self) -> Event:
-        """Commit the interaction to the outbox; only then may `prompt_ready` (and any header) be sent."""
-        [result] = await self._writer.enqueue([interaction_event(self._row)])
+        """Commit the interaction and its `prompt_ready` telemetry in one statement; only then may
+        `prompt_ready` (and any header) be sent. A repeated client_message_id conflicts on both rows."""
+        since = self._since_start_ms()
+        prompt_ready = signal_event(
+            self.interaction_id,
+            "prompt_ready",
+            {"type": "server", "sinceStartMs": since, "stream_id": str(self.stream_id)},
+        )
+        if self.client_message_id:
+            prompt_ready = replace(prompt_ready, dedupe_key=f"prompt_ready:{self.client_message_id}")
+        [result, _] = await self._writer.enqueue([interaction_event(self._row), prompt_ready])
         if not result.inserted:
             raise ApiError(
                 409,
                 "duplicate_client_message_id",
                 "an interaction with this client_message_id already exists",
             )
-        since = self._since_start_ms()
-        self._telemetry_signal("prompt_ready", {"sinceStartMs": since, "stream_id": str(self.stream_id)})
         return "prompt_ready", {
             "type": "prompt_ready",
             "interaction_id": str(self.interaction_id),
@@ -173,7 +185,16 @@ class InteractionRun:
                 "total_latency_ms": total_ms,
             },
         )
-        await self.complete(self.finish_reason or FINISH_STOP)
+        if not await self.complete(self.finish_reason or FINISH_STOP):
+            self.finish_reason = FINISH_ERROR
+            yield (
+                "error",
+                {
+                    "type": "error",
+                    "code": ERROR_COMPLETION_DEFERRED,
+                    "message": "the reply could not be recorded yet; it will be once the database is back",
+                },
+            )
         yield "done", self._done(total_ms)
 
     async def _next_or_stop(self, stream: AsyncIterator[str]) -> str:
@@ -226,12 +247,19 @@ class InteractionRun:
             },
         }
 
-    async def complete(self, finish_reason: str) -> None:
-        """Record how the interaction ended, once. Shielded: a cancelled handler still completes it."""
+    async def complete(self, finish_reason: str) -> bool:
+        """Record how the interaction ended, once: True when it is durable, False when the outbox was down and
+        it is held for a retry. Shielded: a cancelled handler still completes it."""
         if self._completion is None:
             self.finish_reason = self.finish_reason or finish_reason
-            self._completion = asyncio.ensure_future(self._writer.enqueue(self._completion_events()))
-        await asyncio.shield(self._completion)
+            self._completion = asyncio.ensure_future(self._deferred.write(self._completion_events()))
+        return await asyncio.shield(self._completion)
+
+    def failure(self, code: str, message: str) -> list[Event]:
+        """The stream's last two frames after a failure the run itself did not catch: error, then done."""
+        self.finish_reason = FINISH_ERROR
+        error = {"type": "error", "code": code, "message": message}
+        return [("error", error), ("done", self._done(self._since_start_ms()))]
 
     def _completion_events(self) -> list[OutboxEvent]:
         total_ms = self._since_start_ms()

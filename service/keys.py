@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from outbox.background import BackgroundTask
+from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
 from outbox.relay import Relay
 from service.config import Config
@@ -16,6 +17,7 @@ from service.responder import Responder
 CONFIG = web.AppKey("config", Config)
 DATABASES = web.AppKey("databases", Databases)
 WRITER = web.AppKey("writer", OutboxWriter)
+DEFERRED = web.AppKey("deferred", DeferredWrites)
 RELAY = web.AppKey("relay", Relay)
 # The LISTEN and purge loops, for /readyz.
 SIDE_LOOPS = web.AppKey("side_loops", tuple[BackgroundTask, ...])

@@ -14,6 +14,8 @@ from typing import Any
 from loguru import logger
 
 CONTEXT_FIELDS = ("interaction_id", "signal", "attempt", "delay_ms", "code")
+# Where the human-readable format puts the rendered context, for its template to name.
+_CONTEXT_KEY = "_context"
 
 
 def _json_sink(message: Any) -> None:
@@ -32,8 +34,12 @@ def _json_sink(message: Any) -> None:
 
 
 def _human_format(record: Any) -> str:
+    """The template only names fields: context values are client data (a header may hold `{time}` or
+    `<red>`), so they go in through `extra`, never into the template that loguru parses for fields and
+    colour tags."""
     context = " ".join(f"{key}={record['extra'][key]}" for key in CONTEXT_FIELDS if key in record["extra"])
-    suffix = f" <dim>{context}</dim>" if context else ""
+    record["extra"][_CONTEXT_KEY] = context
+    suffix = f" <dim>{{extra[{_CONTEXT_KEY}]}}</dim>" if context else ""
     return (
         "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}" + suffix + "\n{exception}"
     )

@@ -18,14 +18,26 @@ HTTP_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-OPEN_STREAMS = Gauge("eco_sse_open_streams", "SSE streams open right now.")
+# multiprocess_mode says how worker processes combine under ECO_WORKERS > 1: streams add up over the live
+# workers; the outbox gauges are one database's state, read at each scrape: the latest reading wins.
+OPEN_STREAMS = Gauge("eco_sse_open_streams", "SSE streams open right now.", multiprocess_mode="livesum")
 OUTBOX_ROWS = Gauge(
-    "eco_outbox_rows", "Outbox rows waiting (pending) or dead-lettered (dead).", ["kind", "state"]
+    "eco_outbox_rows",
+    "Outbox rows waiting (pending) or dead-lettered (dead).",
+    ["kind", "state"],
+    multiprocess_mode="mostrecent",
 )
 OUTBOX_OLDEST_PENDING_S = Gauge(
-    "eco_outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox row.", ["kind"]
+    "eco_outbox_oldest_pending_age_seconds",
+    "Age of the oldest pending outbox row.",
+    ["kind"],
+    multiprocess_mode="mostrecent",
 )
-OUTBOX_UP = Gauge("eco_outbox_database_up", "1 when the last scrape could read the outbox, else 0.")
+OUTBOX_UP = Gauge(
+    "eco_outbox_database_up",
+    "1 when the last scrape could read the outbox, else 0.",
+    multiprocess_mode="mostrecent",
+)
 
 
 def route_of(request: web.Request) -> str:

@@ -4,6 +4,7 @@ and a bare 500 with no detail for anything unforeseen (logged with its traceback
 from __future__ import annotations
 
 import math
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -11,12 +12,15 @@ from loguru import logger
 from marshmallow import ValidationError
 
 from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable
+from service.config import IPNetwork
 from service.errors import ApiError, code_for, details_of, error_response
 from service.headers import HEADER_INTERACTION_ID, header_uuid
 from service.keys import CONFIG, RATE_LIMITER
 
+IPAddress = IPv4Address | IPv6Address
+
 # Route names (see routes.py) that count against the per-client rate limit.
-RATE_LIMITED_ROUTES = frozenset({"ask-eco", "ask-eco-get", "signal"})
+RATE_LIMITED_ROUTES = frozenset({"ask-eco", "ask-eco-get", "signal", "interaction-signals"})
 
 
 @web.middleware
@@ -61,14 +65,39 @@ def _interaction_id(request: web.Request) -> str | None:
         return None
 
 
-def client_of(request: web.Request) -> str:
-    return f"{request.remote}|{request.headers.get('X-Eco-Guest-Id', '')}"
+def _address(text: str) -> IPAddress | None:
+    try:
+        return ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def _trusted(address: IPAddress | None, proxies: tuple[IPNetwork, ...]) -> bool:
+    return address is not None and any(address in network for network in proxies)
+
+
+def client_of(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
+    """The client's address, the rate limit's key. Behind trusted proxies it is the right-most address of
+    X-Forwarded-For that is not a proxy: each proxy appends the peer it saw, so what lies left of that was
+    written by the client and proves nothing. Never a header value the client picks (a guest id): a client
+    could mint itself a new bucket per request."""
+    remote = request.remote or ""
+    if not _trusted(_address(remote), proxies):
+        return remote
+    hops = [hop for value in request.headers.getall("X-Forwarded-For", ()) for hop in value.split(",")]
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            break
+        if not _trusted(address, proxies):
+            return str(address)
+    return remote
 
 
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.match_info.route.name in RATE_LIMITED_ROUTES:
-        wait_s = request.app[RATE_LIMITER].acquire(client_of(request))
+        wait_s = request.app[RATE_LIMITER].acquire(client_of(request, request.app[CONFIG].trusted_proxies))
         if wait_s > 0:
             raise ApiError(
                 429,

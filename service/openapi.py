@@ -264,6 +264,7 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
                 "responses": {
                     "200": {"description": "OK", "content": {JSON: {"schema": "InteractionSignals"}}},
                     **_client_errors(404, 422),
+                    **RATE_LIMITED,
                     **UNAVAILABLE,
                 },
             }

@@ -53,7 +53,9 @@ def setup_routes(app: web.Application, config: Config) -> None:
     app.router.add_post("/api/admin/outbox/purge-dead", admin.outbox_purge_dead)
     app.router.add_get("/api/admin/relay", admin.relay_state)
     app.router.add_get("/admin", admin.admin_page)
-    app.router.add_get("/api/interactions/{interaction_id}/signals", status.interaction_signals)
+    app.router.add_get(
+        "/api/interactions/{interaction_id}/signals", status.interaction_signals, name="interaction-signals"
+    )
     app.router.add_get("/api/openapi.json", openapi.openapi_json)
     app.router.add_get("/", page.index)
     app.router.add_static("/static/", page.STATIC_DIR, name="static")

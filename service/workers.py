@@ -1,22 +1,27 @@
 """ECO_WORKERS=N: N service processes on one port, each running the whole app, relay included.
 
 The kernel spreads incoming connections over the processes (SO_REUSEPORT); their relays share the outbox
-safely because claims use FOR UPDATE SKIP LOCKED, and every relay wakes on the same NOTIFY. This process only
-supervises: it starts the embedded database once (when there is no DATABASE_URL), forwards SIGTERM and
-SIGINT to the workers as SIGTERM, and if one worker dies it stops the others and exits non-zero, so that
-whatever manages the service sees it fail.
+safely because claims use FOR UPDATE SKIP LOCKED, and every relay wakes on the same NOTIFY. The workers keep
+their metrics in files of one private folder (prometheus-client's multiprocess mode), so /metrics, whichever
+worker answers it, sums them all; the folder goes with the supervisor. This process only supervises: it
+starts the embedded database once (when there is no DATABASE_URL), forwards SIGTERM and SIGINT to the
+workers as SIGTERM, and if one worker dies it stops the others and exits non-zero, so that whatever manages
+the service sees it fail.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
 from multiprocessing.connection import wait
+from pathlib import Path
 from types import FrameType
 
 from loguru import logger
@@ -24,6 +29,8 @@ from loguru import logger
 from service.config import Config
 from service.embedded import start_embedded_postgres
 
+# prometheus-client reads this variable when a worker first imports it, to pick its file-backed values.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STOP_TIMEOUT_S = 30.0
 ORPHAN_CHECK_S = 1.0
 
@@ -49,6 +56,16 @@ def _worker(config: Config, parent_pid: int) -> None:
 def supervise(config: Config) -> None:
     if config.database_url is None:
         config = replace(config, database_url=start_embedded_postgres(config.data_dir))
+    metrics_dir = Path(tempfile.mkdtemp(prefix="eco-metrics-"))
+    # Inherited by the spawned workers, which import prometheus-client afresh.
+    os.environ[METRICS_DIR_ENV] = str(metrics_dir)
+    try:
+        _supervise(replace(config, metrics_dir=metrics_dir))
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(config: Config) -> None:
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(target=_worker, args=(config, os.getpid()), name=f"eco-worker-{number}")

@@ -79,15 +79,15 @@ async def test_dead_letters_are_listed_and_requeued_then_delivered(make_client, 
     assert resp.status == 200
     assert await resp.json() == {"requeued": [item["seq"]], "count": 1}
 
-    rows = await wait_for(
-        lambda: fetch(
-            db,
-            "SELECT id::text FROM analytics.eco_passive_signals WHERE interaction_id = %s",
-            (interaction_id,),
-        ),
+    # The relay marks the outbox row only after the target row has committed: wait on the mark itself.
+    await wait_for(
+        lambda: scalar(db, "SELECT state FROM eco_outbox.events WHERE key = %s", (signal_id,)),
+        lambda state: state == "delivered",
+    )
+    rows = await fetch(
+        db, "SELECT id::text FROM analytics.eco_passive_signals WHERE interaction_id = %s", (interaction_id,)
     )
     assert rows == [(signal_id,)]
-    assert await scalar(db, "SELECT state FROM eco_outbox.events WHERE key = %s", (signal_id,)) == "delivered"
 
 
 async def test_dead_listing_pages_and_validates_its_query(make_client, db) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from ipaddress import ip_network
 
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,15 +63,19 @@ async def test_metrics_move_as_signals_flow(client, db) -> None:
     for name in ("view", "copy"):
         resp = await client.post("/api/signal", json={"interaction_id": interaction_id, "name": name})
         assert resp.status == 202
-    await wait_for(
-        lambda: scalar(db, "SELECT count(*) FROM eco_outbox.events WHERE attempts >= 1"), lambda n: n == 2
+
+    def retried(text: str) -> float:
+        return sample(text, "eco_outbox_retried_total", kind="signal", reason="parent_missing")
+
+    # Wait on the scrape itself: the relay counts a retry only after its mark has committed.
+    waiting = await wait_for(
+        lambda: scrape(client),
+        lambda text: (
+            retried(text) >= 2 + retried(before)
+            and sample(text, "eco_outbox_rows", kind="signal", state="pending") == 2
+        ),
     )
-    waiting = await scrape(client)
-    assert sample(waiting, "eco_outbox_rows", kind="signal", state="pending") == 2
     assert sample(waiting, "eco_outbox_oldest_pending_age_seconds", kind="signal") > 0
-    assert sample(waiting, "eco_outbox_retried_total", kind="signal", reason="parent_missing") > sample(
-        before, "eco_outbox_retried_total", kind="signal", reason="parent_missing"
-    )
     assert sample(
         waiting, "eco_http_request_seconds_count", method="POST", route="/api/signal", status="202"
     ) >= 2 + sample(
@@ -78,18 +83,25 @@ async def test_metrics_move_as_signals_flow(client, db) -> None:
     )
 
     await fetch(db, "INSERT INTO analytics.eco_interactions (id) VALUES (%s) RETURNING id", (interaction_id,))
-    await wait_for(
-        lambda: scalar(
+
+    def delivered(text: str) -> float:
+        return sample(text, "eco_outbox_delivered_total", kind="signal")
+
+    # The target row commits before the relay marks the outbox row and counts it: wait for both.
+    after = await wait_for(
+        lambda: scrape(client),
+        lambda text: (
+            sample(text, "eco_outbox_rows", kind="signal", state="pending") == 0
+            and delivered(text) >= 2 + delivered(before)
+        ),
+    )
+    assert (
+        await scalar(
             db,
             "SELECT count(*) FROM analytics.eco_passive_signals WHERE interaction_id = %s",
             (interaction_id,),
-        ),
-        lambda n: n == 2,
-    )
-    after = await scrape(client)
-    assert sample(after, "eco_outbox_rows", kind="signal", state="pending") == 0
-    assert sample(after, "eco_outbox_delivered_total", kind="signal") >= 2 + sample(
-        before, "eco_outbox_delivered_total", kind="signal"
+        )
+        == 2
     )
     assert sample(after, "eco_outbox_relay_batch_rows_count") > sample(
         before, "eco_outbox_relay_batch_rows_count"
@@ -145,9 +157,37 @@ async def test_rate_limit_answers_429_with_retry_after(make_client) -> None:
     assert limited.status == 429
     assert int(limited.headers["Retry-After"]) >= 1
     assert (await limited.json())["error"] == "rate_limited"
+    # The key is the client's address: a guest id the client picks does not buy it a new bucket.
     other_guest = await client.post("/api/signal", json=body, headers={"X-Eco-Guest-Id": "g2"})
-    assert other_guest.status == 202
+    assert other_guest.status == 429
     assert (await client.get("/healthz")).status == 200
+
+
+async def signal_statuses(client, forwarded_for: list[str]) -> list[int]:
+    body = {"interaction_id": str(uuid.uuid4()), "name": "view"}
+    return [
+        (await client.post("/api/signal", json=body, headers={"X-Forwarded-For": hops})).status
+        for hops in forwarded_for
+    ]
+
+
+async def test_rate_limit_keys_on_x_forwarded_for_only_from_trusted_proxies(make_client) -> None:
+    trusted = await make_client(
+        rate_limit_per_s=0.001, rate_limit_burst=2.0, trusted_proxies=(ip_network("127.0.0.0/8"),)
+    )
+    # Each proxy appends the peer it saw: the right-most untrusted hop is the client, what a client wrote
+    # to the left of it is not believed.
+    assert await signal_statuses(
+        trusted, ["198.51.100.1", "10.9.9.9, 198.51.100.1", "198.51.100.2, 198.51.100.1, 127.0.0.5"]
+    ) == [202, 202, 429]
+    assert await signal_statuses(trusted, ["198.51.100.2", "not-an-ip, 198.51.100.3"]) == [202, 202]
+
+    untrusted = await make_client(rate_limit_per_s=0.001, rate_limit_burst=2.0)
+    assert await signal_statuses(untrusted, ["198.51.100.1", "198.51.100.2", "198.51.100.3"]) == [
+        202,
+        202,
+        429,
+    ]
 
 
 async def test_retention_purges_old_delivered_rows_in_batches_and_keeps_the_rest(client, db) -> None:
@@ -204,3 +244,29 @@ def test_json_logs_carry_context_and_route_stdlib_loggers(capsys) -> None:
     assert retry["level"] == "INFO"
     stdlib = next(line for line in lines if line["message"] == "from aiohttp")
     assert stdlib["level"] == "ERROR" and stdlib["logger"] == "aiohttp.server"
+
+
+HOSTILE = "{x}{time}<red>{{</red>"
+
+
+def test_log_context_with_braces_and_tags_arrives_intact(capsys) -> None:
+    """Context values are client data: braces and angle brackets are neither fields nor colour tags."""
+    for json_lines in (False, True):
+        setup_logging(json_lines=json_lines)
+        try:
+            logger.bind(interaction_id=HOSTILE, code="<b>").info("said {}", HOSTILE)
+            logging.getLogger("aiohttp.access").info("GET /%s", HOSTILE)
+        finally:
+            setup_logging(json_lines=False)
+        err = capsys.readouterr().err
+        assert "Logging error" not in err
+        if json_lines:
+            lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+            said = next(line for line in lines if line["message"].startswith("said "))
+            assert said["message"] == f"said {HOSTILE}"
+            assert said["interaction_id"] == HOSTILE and said["code"] == "<b>"
+            assert any(line["message"] == f"GET /{HOSTILE}" for line in lines)
+        else:
+            said = next(line for line in err.splitlines() if "said " in line)
+            assert said.endswith(f"said {HOSTILE} interaction_id={HOSTILE} code=<b>")
+            assert f"GET /{HOSTILE}" in err

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
+from loguru import logger
 
 from service.errors import ApiError, validation_failed
 from service.headers import (
@@ -20,8 +21,8 @@ from service.headers import (
     HEADER_USER_ID,
     header_text,
 )
-from service.interaction import FINISH_CLIENT_DISCONNECT, InteractionRun
-from service.keys import CONFIG, RESPONDER, STREAMS, WRITER
+from service.interaction import FINISH_CLIENT_DISCONNECT, FINISH_ERROR, InteractionRun
+from service.keys import CONFIG, DEFERRED, RESPONDER, STREAMS, WRITER
 from service.metrics import OPEN_STREAMS
 from service.payload import check_text, parse_json, read_json
 from service.schemas import as_uuid, ask_schema
@@ -80,6 +81,7 @@ async def ask_eco(request: web.Request) -> web.StreamResponse:
         request.app[WRITER],
         request.app[RESPONDER],
         replace(ask, user_id=user_id),
+        deferred=request.app[DEFERRED],
         guest_id=header_text(request, HEADER_GUEST_ID) or str(uuid.uuid4()),
         session_id=header_text(request, HEADER_SESSION_ID) or str(uuid.uuid4()),
         client_message_id=header_text(request, HEADER_CLIENT_MESSAGE_ID) or ask.client_message_id,
@@ -139,13 +141,32 @@ async def _stream(
     OPEN_STREAMS.inc()
     sequence = 0
     try:
-        async with response, aclosing(run.events()) as events:
-            name, data = prompt_ready
-            sequence += 1
-            await _send(response, sequence, name, data)
-            async for name, data in events:
-                sequence += 1
-                await _send(response, sequence, name, data)
+        async with response:
+            try:
+                async with aclosing(run.events()) as events:
+                    name, data = prompt_ready
+                    sequence += 1
+                    await _send(response, sequence, name, data)
+                    async for name, data in events:
+                        sequence += 1
+                        await _send(response, sequence, name, data)
+            except (ConnectionResetError, asyncio.CancelledError):
+                raise
+            except Exception:
+                # The status line is sent: a failure now ends this stream (error, then done); raised to the
+                # error middleware, it would write a second HTTP response into the open body.
+                logger.bind(interaction_id=str(run.interaction_id), code="stream_failed").exception(
+                    "stream failed after its first byte"
+                )
+                try:
+                    await run.complete(FINISH_ERROR)
+                except Exception:
+                    logger.bind(interaction_id=str(run.interaction_id), code="completion_failed").exception(
+                        "the failed stream's completion was refused"
+                    )
+                for name, data in run.failure("stream_failed", "the reply could not be completed"):
+                    sequence += 1
+                    await _send(response, sequence, name, data)
     except asyncio.CancelledError:
         await run.complete(FINISH_CLIENT_DISCONNECT)
         raise

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from aiohttp import web
 from loguru import logger
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from outbox import inspect
 from outbox.errors import CONNECTION_ERRORS
 from outbox.metrics import RELAY_RUNNING
-from service.keys import DATABASES, RELAY
+from service.keys import CONFIG, DATABASES, RELAY
 from service.metrics import record_outbox_stats
 
 STATS_TIMEOUT_S = 3.0
+
+
+def _registry(metrics_dir: Path | None) -> CollectorRegistry:
+    """This process's registry, or under ECO_WORKERS > 1 every worker's values summed from the files they
+    share: whichever worker the kernel hands the scrape to, the answer is the service's."""
+    if metrics_dir is None:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    return registry
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -26,7 +38,7 @@ async def metrics(request: web.Request) -> web.Response:
         rows = None
     record_outbox_stats(rows)
     RELAY_RUNNING.set(1 if request.app[RELAY].running else 0)
-    response = web.Response(body=generate_latest(REGISTRY))
+    response = web.Response(body=generate_latest(_registry(request.app[CONFIG].metrics_dir)))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     response.charset = "utf-8"
     return response

@@ -13,19 +13,27 @@ from service.errors import ApiError, validation_failed
 from service.keys import DATABASES
 
 _DOCUMENT = InteractionSignalsSchema()
+# The answer's bound: an interaction with more rows gets its oldest ones and `truncated: true`.
+STATUS_MAX_ROWS = 500
 
 
 async def interaction_signals(request: web.Request) -> web.Response:
     """Each signal's id, name, state (pending, delivered, dead) and attempts; 404 when the outbox knows
-    nothing of the interaction (never asked here, or its rows were purged after the retention period)."""
+    nothing of the interaction (never asked here, or its rows were purged after the retention period).
+    Rate-limited per client like intake: it reads the database on every call and needs no credentials."""
     try:
         interaction_id = uuid.UUID(request.match_info["interaction_id"])
     except ValueError as exc:
         raise validation_failed({"interaction_id": ["Not a valid UUID."]}) from exc
-    status = await interaction_status(request.app[DATABASES].outbox, interaction_id)
+    status = await interaction_status(request.app[DATABASES].outbox, interaction_id, STATUS_MAX_ROWS)
     if not status.interaction and not status.signals:
         raise ApiError(404, "not_found", "the outbox holds no rows for this interaction")
     document = _DOCUMENT.dump(
-        {"interaction_id": interaction_id, "interaction": status.interaction, "signals": status.signals}
+        {
+            "interaction_id": interaction_id,
+            "interaction": status.interaction,
+            "signals": status.signals,
+            "truncated": status.truncated,
+        }
     )
     return web.json_response(document, headers={"Cache-Control": "no-store"})

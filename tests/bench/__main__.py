@@ -14,7 +14,7 @@ from pathlib import Path
 import aiopg
 
 from service.logs import setup_logging
-from tests.bench import database, processes, stages
+from tests.bench import database, processes, retention, stages
 from tests.bench.report import Row, number, pair, render
 from tests.bench.settings import QUICK, BenchSettings
 from tests.bench.wrk import WrkRun
@@ -197,6 +197,7 @@ async def run(settings: BenchSettings, scratch: Path, server: str, source: str) 
             e2e = await stages.end_to_end(pool, service, settings)
             ready = await stages.prompt_ready(service, settings)
             lag = await stages.lag(pool, service, settings)
+        reads = await retention.reads(pool, dsn, scratch, settings)
     finally:
         pool.close()
         await pool.wait_closed()
@@ -231,7 +232,7 @@ async def run(settings: BenchSettings, scratch: Path, server: str, source: str) 
         f"lost: all lags at once; lag = time from the signal's request to its parent's row in the target; "
         f"outbox settled in {lag.seconds:.1f} s",
     ]
-    rows = table_rows(settings, intake, relay, e2e, ready, streams, lag)
+    rows = table_rows(settings, intake, relay, e2e, ready, streams, lag) + retention.table_rows(reads)
     return render(title, rows, notes)
 
 

@@ -1,0 +1,83 @@
+"""Reads that must not grow with retention: an interaction's status goes through its index, is bounded and
+rate-limited; the /metrics counts read the pending and dead partial indexes, never the delivered rows."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiopg
+
+from outbox.inspect import STATS
+from outbox.status import EVENTS_OF_INTERACTION
+from service.views.status import STATUS_MAX_ROWS
+from tests.helpers import fetch
+
+# Enough delivered rows that a full scan costs more to the planner than any index.
+RETAINED_ROWS = 20_000
+
+RETAIN_SQL = """
+INSERT INTO eco_outbox.events (kind, key, interaction_id, payload, state, delivered_at)
+SELECT 'signal', gen_random_uuid(), %(interaction_id)s::uuid,
+       jsonb_build_object('signal', 'view', 'meta', '{"type": "passive"}'), %(state)s, now()
+FROM generate_series(1, %(rows)s)
+"""
+
+
+async def retain(
+    db: aiopg.Pool, rows: int, *, interaction_id: str | None = None, state: str = "delivered"
+) -> None:
+    params = {"interaction_id": interaction_id or str(uuid.uuid4()), "state": state, "rows": rows}
+    await fetch(db, RETAIN_SQL, params)
+
+
+async def plan(db: aiopg.Pool, sql: str, params: dict[str, Any]) -> str:
+    """The plan's node types and index names, flattened to text."""
+    [(document,)] = await fetch(db, "EXPLAIN (FORMAT JSON) " + sql, params)
+    return json.dumps(document)
+
+
+async def test_status_and_stats_read_through_indexes(db: aiopg.Pool) -> None:
+    await fetch(
+        db,
+        RETAIN_SQL.replace("%(interaction_id)s::uuid", "gen_random_uuid()"),
+        {"state": "delivered", "rows": RETAINED_ROWS},
+    )
+    await retain(db, 3, state="pending")
+    await retain(db, 2, state="dead")
+    await fetch(db, "ANALYZE eco_outbox.events")
+
+    status = await plan(
+        db, EVENTS_OF_INTERACTION.sql, EVENTS_OF_INTERACTION.bind(interaction_id=str(uuid.uuid4()), limit=501)
+    )
+    assert "events_interaction_idx" in status and "Seq Scan" not in status, status
+
+    stats = await plan(db, STATS.sql, STATS.params)
+    assert "events_due_idx" in stats and "events_dead_idx" in stats, stats
+    assert "Seq Scan" not in stats, stats
+
+
+async def test_status_answer_is_bounded(client: Any, db: aiopg.Pool) -> None:
+    many, few = str(uuid.uuid4()), str(uuid.uuid4())
+    await retain(db, STATUS_MAX_ROWS + 3, interaction_id=many)
+    await retain(db, 3, interaction_id=few)
+
+    resp = await client.get(f"/api/interactions/{many}/signals")
+    assert resp.status == 200
+    body = await resp.json()
+    assert len(body["signals"]) == STATUS_MAX_ROWS and body["truncated"] is True
+
+    body = await (await client.get(f"/api/interactions/{few}/signals")).json()
+    assert len(body["signals"]) == 3 and body["truncated"] is False
+
+
+async def test_status_is_rate_limited_per_client(make_client: Callable[..., Any]) -> None:
+    client = await make_client(rate_limit_per_s=1.0, rate_limit_burst=2.0)
+    path = f"/api/interactions/{uuid.uuid4()}/signals"
+    statuses = [(await client.get(path)).status for _ in range(3)]
+    assert statuses == [404, 404, 429]
+    limited = await client.get(path)
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert (await limited.json())["error"] == "rate_limited"
