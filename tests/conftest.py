@@ -26,6 +26,9 @@ from service.config import Config
 from service.embedded import start_embedded_postgres
 from tests.pg import admin, drop_database, migrate
 
+# The `browser` fixture of the page tests (headless Chromium).
+pytest_plugins = ["tests.browser"]
+
 # Fast retries and polls keep the suite short; the logic under test is the same as with the defaults.
 TEST_RELAY = RelaySettings(poll_s=0.2, max_attempts=20, backoff=Backoff(base_ms=10, cap_ms=200))
 

@@ -4,37 +4,25 @@ rest, and a wrong token shows the 401/403 and no data. Also the relay-state endp
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, expect
 
 from outbox.activity import RelayActivity
 from service.app import create_app
 from service.config import Config
+from tests.browser import UI_TIMEOUT_MS, track_errors
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, insert_interaction, scalar, wait_for
 from tests.test_admin import AUTH, TOKEN, dead_signal
-from tests.test_page import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, track_errors
 
 TOKEN_KEY = "eco.adminToken"
 DEAD_PAGE_ROWS = 50
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert os.access(CHROMIUM, os.X_OK), "run the tests with `make test`: it installs Debian's chromium"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture

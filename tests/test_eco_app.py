@@ -4,36 +4,23 @@ lifecycle signals, posted with credentials, land in the target exactly once."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from service.app import create_app
 from service.config import Config
+from tests.browser import UI_TIMEOUT_MS, track_errors
 from tests.helpers import fetch, scalar, wait_for
-from tests.test_page import CHROMIUM, CHROMIUM_ARGS, track_errors
 
 CLIENT_DIR = Path(__file__).parent / "eco_client"
 PROMPT = "Olá, ECO! Estou ansiosa hoje."
 LIFECYCLE = ["first_token", "done", "view"]
-UI_TIMEOUT_MS = 20_000
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert os.access(CHROMIUM, os.X_OK), "run the tests with `make test`: it installs Debian's chromium"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def open_page(browser: Browser, url: str) -> tuple[Page, list[str]]:

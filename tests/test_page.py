@@ -4,47 +4,21 @@ analytics.eco_passive_signals, and the page shows them delivered, live from the 
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from service.app import create_app
 from service.config import Config
 from service.responder import OfflineResponder
+from tests.browser import UI_TIMEOUT_MS, track_errors
 from tests.helpers import fetch, wait_for
 
-# Installed by the Makefile's test prerequisites (Debian packages chromium and chromium-driver);
-# Playwright drives it as it is and never downloads a browser of its own.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-UI_TIMEOUT_MS = 20_000
 PAGE_SIGNALS = {"view", "first_token", "done", "copy"}
 PROMPT = "Olá, ECO! Como posso lidar com a ansiedade?"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert os.access(CHROMIUM, os.X_OK), "run the tests with `make test`: it installs Debian's chromium"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture
@@ -62,18 +36,6 @@ async def page_signals(db: Any, iid: str) -> dict[str, dict[str, Any]]:
         (iid,),
     )
     return {name: meta for name, meta in rows}
-
-
-def track_errors(page: Page) -> list[str]:
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-
-    def console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            errors.append(f"console: {message.text}")
-
-    page.on("console", console)
-    return errors
 
 
 async def test_page_streams_the_reply_and_its_signals_land(browser: Browser, page_url: str, db: Any) -> None:
