@@ -4,8 +4,10 @@ fixture call starts it again, so no test depends on the one before having cleane
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 
 from outbox.enqueue import OutboxWriter
 from outbox.events import OutboxEvent
+from tests.loss_checker import LossChecker
 from tests.pg import migrate
 from tests.pgcluster import PgCluster
 
@@ -122,3 +125,22 @@ async def ask(session: aiohttp.ClientSession, url: str) -> str:
     async with session.post(f"{url}/api/ask-eco", json={"message": "Olá"}) as resp:
         assert resp.status == 200, await resp.text()
         return resp.headers["X-Eco-Interaction-Id"]
+
+
+async def post_backlog(
+    session: aiohttp.ClientSession, url: str, checker: LossChecker, signals: int, request_rows: int
+) -> list[str]:
+    """Ask five times, then post `signals` signals spread over those interactions plus three orphans (a
+    parent that never comes), `request_rows` signals a request, all at once; returns the interaction ids."""
+    parents = [await ask(session, url) for _ in range(5)]
+    orphan = str(uuid.uuid4())
+    bodies = [checker.body(parents[i % len(parents)], i=i) for i in range(signals)]
+    bodies += [checker.body(orphan, orphan=True) for _ in range(3)]
+    statuses = await asyncio.gather(
+        *(
+            checker.post(session, url, bodies[start : start + request_rows])
+            for start in range(0, len(bodies), request_rows)
+        )
+    )
+    assert set(statuses) == {202}
+    return parents

@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import aiohttp
 import aiopg
 import pytest
 
-from tests.faults.conftest import ask, open_pool, service_env
+from tests.faults.conftest import open_pool, post_backlog, service_env
 from tests.faults.target_probes import deliveries, install_brake, install_delivery_log
 from tests.helpers import scalar, wait_for
 from tests.loss_checker import LossChecker
@@ -79,17 +78,7 @@ async def test_a_frozen_relay_loses_its_claim_to_the_other(shared_db: str, tmp_p
         await frozen.start()
         checker = LossChecker()
         async with aiohttp.ClientSession() as session:
-            parents = [await ask(session, frozen.url) for _ in range(5)]
-            orphan = str(uuid.uuid4())
-            bodies = [checker.body(parents[i % len(parents)], i=i) for i in range(BACKLOG)]
-            bodies += [checker.body(orphan, orphan=True) for _ in range(3)]
-            statuses = await asyncio.gather(
-                *(
-                    checker.post(session, frozen.url, bodies[start : start + REQUEST_ROWS])
-                    for start in range(0, len(bodies), REQUEST_ROWS)
-                )
-            )
-            assert set(statuses) == {202}
+            parents = await post_backlog(session, frozen.url, checker, BACKLOG, REQUEST_ROWS)
             await wait_for(lambda: written(pool), lambda count: count >= BACKLOG // 10, timeout_s=30)
             await freeze_mid_batch(frozen, pool)
             assert await written(pool) < BACKLOG, "the freeze must land before the backlog is relayed"

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.faults.conftest import ask, open_pool, service_env
+from tests.faults.conftest import open_pool, post_backlog, service_env
 from tests.faults.target_probes import deliveries, install_brake, install_delivery_log
 from tests.helpers import probe, scalar, wait_for
 from tests.loss_checker import LossChecker
@@ -39,17 +38,8 @@ async def test_sigkill_mid_relay_loses_nothing_and_duplicates_nothing(shared_db:
         await first.start()
         checker = LossChecker()
         async with aiohttp.ClientSession() as session:
-            parents = [await ask(session, first.url) for _ in range(5)]
-            orphan = str(uuid.uuid4())
-            bodies = [checker.body(parents[i % len(parents)], i=i) for i in range(BACKLOG)]
-            bodies += [checker.body(orphan, orphan=True) for _ in range(3)]
-            statuses = await asyncio.gather(
-                *(
-                    checker.post(session, first.url, bodies[start : start + REQUEST_ROWS])
-                    for start in range(0, len(bodies), REQUEST_ROWS)
-                )
-            )
-            assert set(statuses) == {202}
+            parents = await post_backlog(session, first.url, checker, BACKLOG, REQUEST_ROWS)
+            backlog = len(checker.acknowledged)
 
             async def written() -> int:
                 return await scalar(pool, "select count(*) from analytics.eco_passive_signals")
@@ -63,7 +53,7 @@ async def test_sigkill_mid_relay_loses_nothing_and_duplicates_nothing(shared_db:
                     await checker.post(session, first.url, [checker.body(parents[0], late=True)])
 
             posting = asyncio.create_task(keep_posting())
-            await wait_for(probe(lambda: len(checker.acknowledged)), lambda n: n >= len(bodies) + 5)
+            await wait_for(probe(lambda: len(checker.acknowledged)), lambda n: n >= backlog + 5)
             first.send(signal.SIGKILL)
             assert await first.wait(timeout_s=10) == -signal.SIGKILL
             await wait_for(probe(lambda: posting.done() or bool(checker.unanswered)), timeout_s=10)
