@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from service.schemas import SIGNAL_EXTRAS
@@ -280,14 +280,19 @@ async def stored_interaction(db: Any, interaction_id: str) -> list[tuple[Any, ..
         ask_bodies(wrong_types=False),
     )
 )
+# Found by CI: two lone surrogates in a row reach the server as one character.
+@example(body={"message": "Olá 0", "client_message_id": "\ud800\udfff", "stream": False})
 async def test_ask_is_rejected_or_answered_and_delivered_intact(
     client: TestClient, db: Any, body: Any
 ) -> None:
     if isinstance(body, dict) and body.get("client_message_id") is not None:
         # Fresh per example: a repeated client_message_id is a 409 by design, not what is tested here.
         body["client_message_id"] = f"{body['client_message_id']}#{uuid.uuid4()}"
+    sent = json.dumps(body)
+    # What the server reads: in JSON two adjacent surrogate escapes are one character, not two lone ones.
+    body = json.loads(sent)
     resp = await client.post(
-        "/api/ask-eco", data=json.dumps(body), headers={"Content-Type": "application/json", "Accept": "*/*"}
+        "/api/ask-eco", data=sent, headers={"Content-Type": "application/json", "Accept": "*/*"}
     )
     if resp.content_type == "text/event-stream":
         events = await read_sse(resp)
