@@ -31,13 +31,14 @@ from aiopg import Cursor
 from loguru import logger
 from sqlalchemy import Float, Text, bindparam, cast, func, select
 
-from outbox import activity, delivery, metrics
+from outbox import activity, metrics
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.backoff import Backoff
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
 from outbox.events import DELIVERY_ORDER, Kind
 from outbox.sqlutil import compile_statement, savepoint, transaction
 from outbox.tables import DEAD, DELIVERED, PENDING, events
+from service.target import delivery
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from outbox.retention import purge_delivered
 from service.keys import DATABASES, RELAY
-from service.logs import setup_logging
+from service.runtime.logs import setup_logging
 from tests.helpers import fetch, iter_sse, scalar, wait_for
 
 

@@ -14,8 +14,8 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from service.app import create_app
+from service.chat.responder import OfflineResponder
 from service.config import Config
-from service.responder import OfflineResponder
 from tests.helpers import fetch, wait_for
 
 # Installed by the Makefile's test prerequisites (Debian packages chromium and chromium-driver);

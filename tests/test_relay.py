@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from outbox import inspect
+from outbox import admin as inspect
 from outbox.backoff import Backoff
 from outbox.enqueue import OutboxWriter
 from outbox.events import InteractionRow, OutboxEvent, completion_event, interaction_event, signal_event

@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.chat.schemas import SignalSchema
 from service.config import Limits
-from service.schemas import SignalSchema
-from service.signal_fast_path import fast_signal
+from service.http.signal_fast_path import fast_signal
 
 # Tight limits, so that generated values cross every bound.
 LIMITS = Limits(signal_name_chars=8, signal_meta_bytes=64, signal_meta_depth=3)

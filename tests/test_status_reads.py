@@ -10,9 +10,9 @@ from typing import Any
 
 import aiopg
 
-from outbox.inspect import STATS
+from outbox.admin import STATS
 from outbox.status import EVENTS_OF_INTERACTION
-from service.views.status import STATUS_MAX_ROWS
+from service.http.views.status import STATUS_MAX_ROWS
 from tests.helpers import fetch
 
 # Enough delivered rows that a full scan costs more to the planner than any index.

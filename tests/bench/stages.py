@@ -14,7 +14,7 @@ import psycopg2.errors
 
 from outbox.relay import Relay
 from service.config import Config
-from service.database import create_pool
+from service.store.database import create_pool
 from tests.bench import database, processes
 from tests.bench.loadgen import median, percentile
 from tests.bench.settings import BenchSettings

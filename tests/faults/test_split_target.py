@@ -13,11 +13,11 @@ import aiopg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from outbox import delivery
 from outbox.errors import CONNECTION_ERRORS
 from outbox.events import InteractionRow, Kind, completion_event, interaction_event, signal_event
 from outbox.relay import ClaimedRow, Relay
 from service.app import create_app
+from service.target import delivery
 from tests import conftest
 from tests.conftest import TEST_RELAY
 from tests.faults.conftest import FaultDatabases, enqueue, open_pool

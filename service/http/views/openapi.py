@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.http.openapi import openapi_document
 from service.keys import CONFIG
-from service.openapi import openapi_document
 
 
 async def openapi_json(request: web.Request) -> web.Response:

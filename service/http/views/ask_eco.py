@@ -13,19 +13,19 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 from loguru import logger
 
-from service.errors import ApiError, validation_failed
-from service.headers import (
+from service.chat.interaction import FINISH_CLIENT_DISCONNECT, FINISH_ERROR, InteractionRun
+from service.chat.schemas import as_uuid, ask_schema
+from service.http.errors import ApiError, validation_failed
+from service.http.headers import (
     HEADER_CLIENT_MESSAGE_ID,
     HEADER_GUEST_ID,
     HEADER_SESSION_ID,
     HEADER_USER_ID,
     header_text,
 )
-from service.interaction import FINISH_CLIENT_DISCONNECT, FINISH_ERROR, InteractionRun
+from service.http.metrics import OPEN_STREAMS
+from service.http.payload import check_text, parse_json, read_json
 from service.keys import CONFIG, DEFERRED, RESPONDER, STREAMS, WRITER
-from service.metrics import OPEN_STREAMS
-from service.payload import check_text, parse_json, read_json
-from service.schemas import as_uuid, ask_schema
 
 # `stream` (body or query) values that choose the stream, as the ECO backend read them.
 STREAM_TRUE = frozenset({"true", "1", "yes"})

@@ -10,12 +10,13 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from outbox import inspect, metrics
+from outbox import admin as inspect
+from outbox import metrics
 from outbox.activity import RELAY_ACTIVITY
-from service.errors import ApiError
+from service.http.errors import ApiError
+from service.http.payload import read_json
+from service.http.views.page import STATIC_DIR
 from service.keys import CONFIG, DATABASES, RELAY
-from service.payload import read_json
-from service.views.page import STATIC_DIR
 
 ADMIN_BODY_BYTES = 64 * 1024
 # The relay's counters of rows held back or given up, shown on the admin page by their labels (reasons).

@@ -13,8 +13,8 @@ from marshmallow import ValidationError
 
 from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable
 from service.config import IPNetwork
-from service.errors import ApiError, code_for, details_of, error_response
-from service.headers import HEADER_INTERACTION_ID, header_uuid
+from service.http.errors import ApiError, code_for, details_of, error_response
+from service.http.headers import HEADER_INTERACTION_ID, header_uuid
 from service.keys import CONFIG, RATE_LIMITER
 
 IPAddress = IPv4Address | IPv6Address

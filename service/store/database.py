@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import aiopg
 
 from service.config import Config
-from service.embedded import start_embedded_postgres
+from service.store.embedded import start_embedded_postgres
 
 
 @dataclass(frozen=True)

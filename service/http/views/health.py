@@ -7,8 +7,8 @@ import asyncio
 from aiohttp import web
 
 from outbox.errors import CONNECTION_ERRORS
-from service import migrations
 from service.keys import DATABASES, RELAY, SIDE_LOOPS, WRITER
+from service.store import migrations
 
 READY_TIMEOUT_S = 3.0
 

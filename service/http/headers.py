@@ -17,8 +17,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from service.errors import validation_failed
-from service.schemas import CLIENT_MESSAGE_ID_MAX_CHARS, ECO_ID_MAX_CHARS
+from service.chat.schemas import CLIENT_MESSAGE_ID_MAX_CHARS, ECO_ID_MAX_CHARS
+from service.http.errors import validation_failed
 
 HEADER_INTERACTION_ID = "X-Eco-Interaction-Id"
 HEADER_IDEMPOTENCY_KEY = "Idempotency-Key"

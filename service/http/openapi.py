@@ -13,10 +13,10 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from service import api_schemas as out
+from service.chat.schemas import AskSchema, SignalSchema
 from service.config import Limits
-from service.schemas import AskSchema, SignalSchema
-from service.views.admin import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
+from service.http import api_schemas as out
+from service.http.views.admin import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
 
 TITLE = "eco-outbox"
 VERSION = "0.1.0"

@@ -33,7 +33,7 @@ def gc_tuning(gen0_threshold: int) -> Callable[[web.Application], Awaitable[None
 def serve(config: Config, *, reuse_port: bool = False) -> None:
     """Serve in this process; with ECO_WORKERS > 1, supervise that many processes sharing the port."""
     if config.workers > 1:
-        from service.workers import supervise
+        from service.runtime.workers import supervise
 
         supervise(config)
         return

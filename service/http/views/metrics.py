@@ -10,11 +10,11 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from outbox import inspect
+from outbox import admin as inspect
 from outbox.errors import CONNECTION_ERRORS
 from outbox.metrics import RELAY_RUNNING
+from service.http.metrics import record_outbox_stats
 from service.keys import CONFIG, DATABASES, RELAY
-from service.metrics import record_outbox_stats
 
 STATS_TIMEOUT_S = 3.0
 

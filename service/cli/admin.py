@@ -7,11 +7,11 @@ import sys
 
 from loguru import logger
 
-from outbox import inspect
-from service import migrations
+from outbox import admin as inspect
 from service.config import Config
-from service.database import open_databases
-from service.views.admin import dead_letter_document, stats_document
+from service.http.views.admin import dead_letter_document, stats_document
+from service.store import migrations
+from service.store.database import open_databases
 
 
 async def run_migrate(config: Config) -> int:

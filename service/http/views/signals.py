@@ -8,8 +8,9 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from outbox.events import OutboxEvent, signal_event
-from service.errors import validation_failed
-from service.headers import (
+from service.chat.schemas import SignalInput, SignalSchema, signal_schema
+from service.http.errors import validation_failed
+from service.http.headers import (
     HEADER_GUEST_ID,
     HEADER_IDEMPOTENCY_KEY,
     HEADER_INTERACTION_ID,
@@ -17,10 +18,9 @@ from service.headers import (
     header_text,
     header_uuid,
 )
+from service.http.payload import BEACON_TYPES, read_json
+from service.http.signal_fast_path import fast_signal
 from service.keys import CONFIG, WRITER
-from service.payload import BEACON_TYPES, read_json
-from service.schemas import SignalInput, SignalSchema, signal_schema
-from service.signal_fast_path import fast_signal
 
 
 def _enriched_meta(signal: SignalInput, request: web.Request) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Gauge, Histogram
 
+from outbox.admin import KindStats
 from outbox.events import Kind
-from outbox.inspect import KindStats
 from outbox.tables import DEAD, PENDING
 
 HTTP_SECONDS = Histogram(

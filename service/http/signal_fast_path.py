@@ -15,8 +15,7 @@ import re
 import uuid
 from typing import Any
 
-from service.config import Limits
-from service.schemas import (
+from service.chat.schemas import (
     ECO_ID_MAX_CHARS,
     SIGNAL_NAME_PATTERN,
     SIGNAL_TYPE_DEFAULT,
@@ -24,6 +23,7 @@ from service.schemas import (
     SignalInput,
     json_depth,
 )
+from service.config import Limits
 
 # `signal` is how the ECO web app names its lifecycle signals: the most common signal of all.
 FIELDS = frozenset(

@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler
 from aiohttp_cors.urldispatcher_router_adapter import ResourcesUrlDispatcherRouterAdapter
 
 from service.config import Config
-from service.views import admin, ask_eco, health, metrics, openapi, page, signals, status
+from service.http.views import admin, ask_eco, health, metrics, openapi, page, signals, status
 
 EXPOSED_HEADERS = (
     "X-Eco-Interaction-Id",

@@ -23,8 +23,8 @@ from marshmallow import (
     validates_schema,
 )
 
+from service.chat.responder import ChatMessage
 from service.config import Limits
-from service.responder import ChatMessage
 
 SIGNAL_NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 SIGNAL_NAME = validate.Regexp(SIGNAL_NAME_PATTERN, error="may only hold letters, digits and _ . : -")

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service.errors import ApiError, validation_failed
+from service.http.errors import ApiError, validation_failed
 
 JSON_TYPES = ("application/json",)
 BEACON_TYPES = ("application/json", "text/plain")

@@ -20,9 +20,9 @@ from loguru import logger
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
 from outbox.events import InteractionRow, OutboxEvent, completion_event, interaction_event, signal_event
-from service.errors import ApiError
-from service.responder import Responder, ResponderError, estimate_tokens
-from service.schemas import AskInput
+from service.chat.responder import Responder, ResponderError, estimate_tokens
+from service.chat.schemas import AskInput
+from service.http.errors import ApiError
 
 Event = tuple[str, dict[str, Any]]
 

@@ -8,8 +8,8 @@ import uuid
 from aiohttp import web
 
 from outbox.status import interaction_status
-from service.api_schemas import InteractionSignalsSchema
-from service.errors import ApiError, validation_failed
+from service.http.api_schemas import InteractionSignalsSchema
+from service.http.errors import ApiError, validation_failed
 from service.keys import DATABASES
 
 _DOCUMENT = InteractionSignalsSchema()

@@ -27,7 +27,7 @@ from types import FrameType
 from loguru import logger
 
 from service.config import Config
-from service.embedded import start_embedded_postgres
+from service.store.embedded import start_embedded_postgres
 
 # prometheus-client reads this variable when a worker first imports it, to pick its file-backed values.
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -43,8 +43,8 @@ def _stop_when_orphaned(parent_pid: int) -> None:
 
 
 def _worker(config: Config, parent_pid: int) -> None:
-    from service.logs import setup_logging
-    from service.server import serve
+    from service.runtime.logs import setup_logging
+    from service.runtime.server import serve
 
     # Its own process group: a Ctrl-C in the terminal reaches the supervisor only, which forwards it once.
     os.setpgrp()

@@ -14,7 +14,7 @@ import aiopg
 
 from outbox.sqlutil import transaction
 from service.config import PROJECT_DIR
-from service.database import Databases
+from service.store.database import Databases
 
 MIGRATIONS_DIR = PROJECT_DIR / "sql"
 _NAME = re.compile(r"^(?P<number>\d+)_(?P<database>target|outbox)_[\w-]+\.sql$")
