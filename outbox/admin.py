@@ -7,73 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import aiopg
-from sqlalchemy import (
-    Float,
-    Integer,
-    Select,
-    Text,
-    and_,
-    bindparam,
-    cast,
-    func,
-    literal,
-    literal_column,
-    select,
-    union_all,
-    update,
-)
 
-from outbox.sqlutil import compile_statement, transaction
-from outbox.tables import CHANNEL, DEAD, PENDING, events
-
-
-def _stats_of(state: str) -> Select:
-    return (
-        select(
-            events.c.kind,
-            literal(state).label("state"),
-            func.count().label("rows"),
-            func.extract("epoch", func.now() - func.min(events.c.created_at))
-            .cast(Float)
-            .label("oldest_age_s"),
-        )
-        .where(events.c.state == state)
-        .group_by(events.c.kind)
-    )
-
-
-# One branch per state, each read through its own partial index (events_due_idx, events_dead_idx), so a
-# scrape costs the pending and dead rows only; `state IN (...)` can use neither and scans every retained row.
-_stats = union_all(_stats_of(PENDING), _stats_of(DEAD)).subquery()
-STATS = compile_statement(select(_stats).order_by(_stats.c.kind, _stats.c.state))
-
-LIST_DEAD = compile_statement(
-    select(
-        events.c.seq,
-        events.c.kind,
-        cast(events.c.key, Text),
-        cast(events.c.interaction_id, Text),
-        events.c.attempts,
-        events.c.created_at,
-        events.c.dead_at,
-        events.c.last_error,
-        events.c.payload,
-    )
-    .where(events.c.state == DEAD, events.c.seq > bindparam("after_seq", type_=Integer))
-    .order_by(events.c.seq)
-    .limit(bindparam("limit"))
-)
-
-_requeue = (
-    update(events)
-    .values(state=PENDING, attempts=0, next_attempt_at=func.now(), dead_at=None, last_error=None)
-    .returning(events.c.seq)
-)
-REQUEUE_ALL = compile_statement(_requeue.where(events.c.state == DEAD))
-REQUEUE_SEQS = compile_statement(
-    _requeue.where(and_(events.c.state == DEAD, events.c.seq == func.any(bindparam("seqs"))))
-)
-NOTIFY = compile_statement(select(func.pg_notify(literal_column(f"'{CHANNEL}'"), "")))
+from outbox.queries import LIST_DEAD, NOTIFY, PURGE_DEAD, REQUEUE_ALL, REQUEUE_SEQS, STATS
+from outbox.sqlutil import transaction
 
 
 @dataclass(frozen=True)
@@ -89,7 +25,7 @@ class DeadLetter:
     seq: int
     kind: str
     key: str
-    interaction_id: str
+    group_key: str
     attempts: int
     created_at: datetime
     dead_at: datetime | None
@@ -123,15 +59,8 @@ async def requeue(pool: aiopg.Pool, seqs: list[int] | None = None) -> list[int]:
     return sorted(requeued)
 
 
-PURGE_DEAD_SQL = f"""
-DELETE FROM eco_outbox.events
-WHERE state = '{DEAD}' AND dead_at < now() - %(older_than_s)s * interval '1 second'
-RETURNING seq
-"""
-
-
 async def purge_dead(pool: aiopg.Pool, older_than_s: float) -> int:
     """Delete dead letters that died more than `older_than_s` ago: the explicit end of a dead letter."""
     async with pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute(PURGE_DEAD_SQL, {"older_than_s": older_than_s})
+        await cur.execute(PURGE_DEAD.sql, PURGE_DEAD.bind(older_than_s=older_than_s))
         return len(await cur.fetchall())

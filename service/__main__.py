@@ -34,9 +34,14 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(config.log_json, config.log_level)
     if args.command in (None, "serve"):
-        from service.runtime.server import serve
+        if config.processes > 1:
+            from service.runtime.workers import supervise
 
-        serve(config)
+            supervise(config)
+        else:
+            from service.runtime.server import serve
+
+            serve(config)
         return 0
     if args.command == "ask":
         from service.cli.client import run_ask

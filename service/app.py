@@ -34,6 +34,7 @@ from service.keys import (
 )
 from service.store import migrations
 from service.store.database import open_databases
+from service.target.delivery import ECO_TARGET
 
 # Streams get this long to send their final event on shutdown before aiohttp cancels the handlers.
 STREAM_SHUTDOWN_S = 5.0
@@ -57,7 +58,7 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     flushed through the writer before it closes, and the relay finishes its batch."""
     config = app[CONFIG]
     databases = app[DATABASES]
-    relay = Relay(databases.outbox, databases.target, config.relay)
+    relay = Relay(databases.outbox, databases.target, ECO_TARGET, config.relay)
     writer = OutboxWriter(
         databases.outbox,
         max_rows=config.intake_batch_max_rows,

@@ -19,10 +19,10 @@ from loguru import logger
 
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
-from outbox.events import InteractionRow, OutboxEvent, completion_event, interaction_event, signal_event
+from outbox.events import OutboxEvent
 from service.chat.responder import Responder, ResponderError, estimate_tokens
 from service.chat.schemas import AskInput
-from service.http.errors import ApiError
+from service.target.rows import InteractionRow, completion_event, interaction_event, signal_event
 
 Event = tuple[str, dict[str, Any]]
 
@@ -37,6 +37,10 @@ ERROR_COMPLETION_DEFERRED = "completion_deferred"
 def _epoch_ms() -> int:
     """Now as the ECO app reads `at`: epoch milliseconds, a number."""
     return time.time_ns() // 1_000_000
+
+
+class DuplicateClientMessage(Exception):
+    """An interaction with this client_message_id exists already: the ask adds no row (HTTP answers 409)."""
 
 
 class _Stopped(Exception):
@@ -117,11 +121,7 @@ class InteractionRun:
             prompt_ready = replace(prompt_ready, dedupe_key=f"prompt_ready:{self.client_message_id}")
         [result, _] = await self._writer.enqueue([interaction_event(self._row), prompt_ready])
         if not result.inserted:
-            raise ApiError(
-                409,
-                "duplicate_client_message_id",
-                "an interaction with this client_message_id already exists",
-            )
+            raise DuplicateClientMessage(self.client_message_id)
         return "prompt_ready", {
             "type": "prompt_ready",
             "interaction_id": str(self.interaction_id),

@@ -7,11 +7,11 @@ import sys
 
 from loguru import logger
 
-from outbox import admin as inspect
+from outbox import admin as outbox_admin
 from service.config import Config
-from service.http.views.admin import dead_letter_document, stats_document
 from service.store import migrations
 from service.store.database import open_databases
+from service.store.documents import dead_letter_document, stats_document
 
 
 async def run_migrate(config: Config) -> int:
@@ -40,17 +40,17 @@ async def run_outbox(
         # As `serve` does: the outbox tables exist before anyone asks about them.
         await migrations.migrate_databases(databases)
         if action == "stats":
-            document: object = stats_document(await inspect.stats(databases.outbox))
+            document: object = stats_document(await outbox_admin.stats(databases.outbox))
         elif action == "dead":
-            letters = await inspect.list_dead(databases.outbox, limit=limit, after_seq=after_seq)
+            letters = await outbox_admin.list_dead(databases.outbox, limit=limit, after_seq=after_seq)
             document = [dead_letter_document(letter) for letter in letters]
         elif action == "purge-dead":
-            document = {"purged": await inspect.purge_dead(databases.outbox, older_than_s)}
+            document = {"purged": await outbox_admin.purge_dead(databases.outbox, older_than_s)}
         else:
             if bool(seqs) == all_:
                 print("requeue: give SEQ numbers or --all", file=sys.stderr)
                 return 2
-            requeued = await inspect.requeue(databases.outbox, None if all_ else seqs)
+            requeued = await outbox_admin.requeue(databases.outbox, None if all_ else seqs)
             document = {"requeued": requeued, "count": len(requeued)}
     finally:
         await databases.close()

@@ -1,15 +1,15 @@
 """The shapes of the API's answers (marshmallow 4), for the OpenAPI document and for dumping the status view.
 
-Request schemas live in service/schemas.py (and the admin ones in views/admin.py); these describe what the
-handlers send back, so that /api/openapi.json is generated from code and a test holds the answers to it.
+Request schemas live in service/chat/schemas.py (and the admin ones in admin_schemas.py); these describe what
+the handlers send back, so that /api/openapi.json is generated from code and a test holds the answers to it.
 """
 
 from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from outbox.events import Kind
 from outbox.tables import DEAD, DELIVERED, PENDING
+from service.target.rows import Kind
 
 STATES = (PENDING, DELIVERED, DEAD)
 

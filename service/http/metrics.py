@@ -9,8 +9,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client import Gauge, Histogram
 
 from outbox.admin import KindStats
-from outbox.events import Kind
 from outbox.tables import DEAD, PENDING
+from service.target.rows import Kind
 
 HTTP_SECONDS = Histogram(
     "eco_http_request_seconds",

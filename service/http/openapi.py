@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of every endpoint, generated with apispec from the marshmallow schemas.
 
-Bodies come from the same schemas the handlers load (service/schemas.py, views/admin.py) and dump
-(service/api_schemas.py), sized by the configured limits; tests/test_openapi.py holds live answers to it.
+Bodies come from the same schemas the handlers load (service/chat/schemas.py, service/http/admin_schemas.py)
+and dump (service/http/api_schemas.py), sized by the configured limits; tests/test_openapi.py holds live
+answers to it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from service.chat.schemas import AskSchema, SignalSchema
 from service.config import Limits
 from service.http import api_schemas as out
-from service.http.views.admin import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
+from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
 
 TITLE = "eco-outbox"
 VERSION = "0.1.0"

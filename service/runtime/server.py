@@ -19,8 +19,8 @@ GC_OLDER_RATIOS = (50, 100)
 def gc_tuning(gen0_threshold: int) -> Callable[[web.Application], Awaitable[None]]:
     """A start-up hook: what lives as long as the process (the app, pools, modules) leaves the collector's
     view, and the young generation is collected every `gen0_threshold` allocations instead of 700, which
-    under load means a collection every few requests: this gives 5-8 % more signals a second and a lower
-    p99 (measured with the bench's intake load)."""
+    under load means a collection every few requests (its effect on intake is measured in README,
+    Performance)."""
 
     async def tune(app: web.Application) -> None:
         gc.freeze()
@@ -31,12 +31,8 @@ def gc_tuning(gen0_threshold: int) -> Callable[[web.Application], Awaitable[None
 
 
 def serve(config: Config, *, reuse_port: bool = False) -> None:
-    """Serve in this process; with ECO_WORKERS > 1, supervise that many processes sharing the port."""
-    if config.workers > 1:
-        from service.runtime.workers import supervise
-
-        supervise(config)
-        return
+    """Serve in this process (ECO_PROCESSES > 1 is service.runtime.workers' supervisor, which runs this in
+    each of its processes)."""
     logger.info("eco-outbox listening on http://{}:{}", config.host, config.port)
     app = create_app(config)
     app.on_startup.append(gc_tuning(config.gc_gen0_threshold))

@@ -1,4 +1,5 @@
-"""ECO_WORKERS=N: N service processes on one port, each running the whole app, relay included.
+"""ECO_PROCESSES=N (formerly ECO_WORKERS): N service processes on one port, each running the whole app,
+relay included.
 
 The kernel spreads incoming connections over the processes (SO_REUSEPORT); their relays share the outbox
 safely because claims use FOR UPDATE SKIP LOCKED, and every relay wakes on the same NOTIFY. The workers keep
@@ -50,7 +51,7 @@ def _worker(config: Config, parent_pid: int) -> None:
     os.setpgrp()
     setup_logging(config.log_json, config.log_level)
     threading.Thread(target=_stop_when_orphaned, args=(parent_pid,), daemon=True).start()
-    serve(replace(config, workers=1), reuse_port=True)
+    serve(replace(config, processes=1), reuse_port=True)
 
 
 def supervise(config: Config) -> None:
@@ -69,7 +70,7 @@ def _supervise(config: Config) -> None:
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(target=_worker, args=(config, os.getpid()), name=f"eco-worker-{number}")
-        for number in range(config.workers)
+        for number in range(config.processes)
     ]
     stopping = False
 
@@ -86,7 +87,9 @@ def _supervise(config: Config) -> None:
         worker.start()
     if stopping:
         stop(signal.SIGTERM, None)
-    logger.info("eco-outbox: {} worker processes on http://{}:{}", config.workers, config.host, config.port)
+    logger.info(
+        "eco-outbox: {} service processes on http://{}:{}", config.processes, config.host, config.port
+    )
     wait([worker.sentinel for worker in workers])
     if not stopping:
         failed = [worker for worker in workers if worker.exitcode is not None]

@@ -7,27 +7,25 @@ and not yet marked in the outbox is written again after a crash, and ON CONFLICT
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import psycopg2.errors
 from aiopg import Cursor
 
 from outbox.sqlutil import savepoint
+from outbox.target import PARENT_MISSING, DeliveryResult, Target
+from service.target.rows import INTERACTION_COLUMNS, Kind
 
-INTERACTION_COLUMNS = """
-    id uuid, user_id uuid, session_id text, message_id text, prompt_hash text, module_combo text[],
-    tokens_in int, tokens_out int, latency_ms int, created_at timestamptz, meta jsonb
-"""
+# The interaction's columns, as jsonb_to_recordset reads them and as the INSERTs list them.
+_RECORD = ", ".join(f"{name} {sql_type}" for name, sql_type in INTERACTION_COLUMNS.items())
+_NAMES = ", ".join(INTERACTION_COLUMNS)
+_VALUES = ", ".join("coalesce(meta, '{}'::jsonb)" if name == "meta" else name for name in INTERACTION_COLUMNS)
 
 INSERT_INTERACTIONS_SQL = f"""
 WITH rows AS (
-    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({INTERACTION_COLUMNS})
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({_RECORD})
 ), inserted AS (
-    INSERT INTO analytics.eco_interactions
-        (id, user_id, session_id, message_id, prompt_hash, module_combo,
-         tokens_in, tokens_out, latency_ms, created_at, meta)
-    SELECT id, user_id, session_id, message_id, prompt_hash, module_combo,
-           tokens_in, tokens_out, latency_ms, created_at, coalesce(meta, '{{}}'::jsonb)
+    INSERT INTO analytics.eco_interactions ({_NAMES})
+    SELECT {_VALUES}
     FROM rows
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -40,12 +38,9 @@ WHERE rows.id IN (SELECT id FROM inserted)
 # A completion may reach the target before its creation (another relay holds that row): it then inserts the
 # whole row, and the creation's DO NOTHING keeps it.
 UPSERT_COMPLETIONS_SQL = f"""
-INSERT INTO analytics.eco_interactions
-    (id, user_id, session_id, message_id, prompt_hash, module_combo,
-     tokens_in, tokens_out, latency_ms, created_at, meta)
-SELECT id, user_id, session_id, message_id, prompt_hash, module_combo,
-       tokens_in, tokens_out, latency_ms, created_at, coalesce(meta, '{{}}'::jsonb)
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({INTERACTION_COLUMNS})
+INSERT INTO analytics.eco_interactions ({_NAMES})
+SELECT {_VALUES}
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({_RECORD})
 ON CONFLICT (id) DO UPDATE SET
     tokens_in = excluded.tokens_in,
     tokens_out = excluded.tokens_out,
@@ -69,24 +64,6 @@ WITH ready AS MATERIALIZED (
 )
 SELECT id::text FROM ready
 """
-
-
-PARENT_MISSING = "parent_missing"
-
-
-@dataclass
-class DeliveryResult:
-    """Keys written (or found already written), keys held back (waiting) and keys the target refused, with
-    the reason for each: `parent_missing`, or the SQLSTATE and message of the refusal."""
-
-    delivered: set[str] = field(default_factory=set)
-    held: dict[str, str] = field(default_factory=dict)
-    refused: dict[str, str] = field(default_factory=dict)
-
-    def merged(self, other: DeliveryResult) -> DeliveryResult:
-        return DeliveryResult(
-            self.delivered | other.delivered, {**self.held, **other.held}, {**self.refused, **other.refused}
-        )
 
 
 def _rows_json(payloads: Sequence[str]) -> str:
@@ -117,3 +94,16 @@ async def deliver_signals(cur: Cursor, keys: Sequence[str], payloads: Sequence[s
         # A parent deleted between the check and the insert: every signal of the batch waits and retries.
         return DeliveryResult(held={key: "fk_violation" for key in keys})
     return DeliveryResult(delivered=written, held={key: PARENT_MISSING for key in keys if key not in written})
+
+
+# Interactions are delivered before signals, so a batch that holds both finds the parents in place; a signal
+# waits for its interaction, created or completed (a completion carries the whole row).
+ECO_TARGET = Target(
+    deliverers={
+        Kind.INTERACTION: deliver_interactions,
+        Kind.INTERACTION_COMPLETION: deliver_completions,
+        Kind.SIGNAL: deliver_signals,
+    },
+    waits_on={Kind.SIGNAL: frozenset({Kind.INTERACTION, Kind.INTERACTION_COMPLETION})},
+    log_fields=("interaction_id", "signal"),
+)

@@ -8,15 +8,16 @@ from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from outbox import admin as inspect
+from outbox import admin as outbox_admin
 from outbox import metrics
 from outbox.activity import RELAY_ACTIVITY
+from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
 from service.http.errors import ApiError
 from service.http.payload import read_json
 from service.http.views.page import STATIC_DIR
 from service.keys import CONFIG, DATABASES, RELAY
+from service.store.documents import dead_letter_document, stats_document
 
 ADMIN_BODY_BYTES = 64 * 1024
 # The relay's counters of rows held back or given up, shown on the admin page by their labels (reasons).
@@ -55,15 +56,6 @@ def require_admin(request: web.Request) -> None:
         raise ApiError(403, "forbidden", "the bearer token is not valid")
 
 
-def stats_document(rows: list[inspect.KindStats]) -> dict[str, Any]:
-    document: dict[str, Any] = {"pending": {}, "dead": {}}
-    for row in rows:
-        document[row.state][row.kind] = {"rows": row.rows, "oldest_age_s": round(row.oldest_age_s, 3)}
-    document["pending_total"] = sum(entry["rows"] for entry in document["pending"].values())
-    document["dead_total"] = sum(entry["rows"] for entry in document["dead"].values())
-    return document
-
-
 def failure_counts() -> list[dict[str, Any]]:
     """Each labelled series of the relay's failure counters in this process, as the page lists them."""
     counts = []
@@ -85,52 +77,22 @@ def relay_document(request: web.Request) -> dict[str, Any]:
         last_batch = {**asdict(last), "finished_at": last.finished_at.isoformat()}
     return {
         "running": request.app[RELAY].running,
-        "loops": request.app[CONFIG].relay.workers,
+        "loops": request.app[CONFIG].relay.loops,
         "last_batch": last_batch,
         "failures": failure_counts(),
         "delivered_per_s": {"start_unix_s": first_s, "counts": counts},
     }
 
 
-def dead_letter_document(letter: inspect.DeadLetter) -> dict[str, Any]:
-    document = asdict(letter)
-    document["created_at"] = letter.created_at.isoformat()
-    document["dead_at"] = letter.dead_at.isoformat() if letter.dead_at else None
-    return document
-
-
-class DeadQuerySchema(Schema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    after_seq = fields.Integer(load_default=0, validate=validate.Range(min=0))
-
-
-class RequeueSchema(Schema):
-    seqs = fields.List(
-        fields.Integer(validate=validate.Range(min=1)), validate=validate.Length(min=1, max=10_000)
-    )
-    all = fields.Boolean(load_default=False)
-
-    @validates_schema
-    def _one_of(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if bool(data.get("seqs")) == bool(data.get("all")):
-            raise ValidationError(
-                "give either `seqs` (a list of outbox seq numbers) or `all: true`", "_schema"
-            )
-
-
-class PurgeDeadSchema(Schema):
-    older_than_s = fields.Float(required=True, validate=validate.Range(min=0))
-
-
 async def outbox_stats(request: web.Request) -> web.Response:
     require_admin(request)
-    return web.json_response(stats_document(await inspect.stats(request.app[DATABASES].outbox)))
+    return web.json_response(stats_document(await outbox_admin.stats(request.app[DATABASES].outbox)))
 
 
 async def outbox_dead(request: web.Request) -> web.Response:
     require_admin(request)
     query = DeadQuerySchema().load(dict(request.query))
-    letters = await inspect.list_dead(request.app[DATABASES].outbox, **query)
+    letters = await outbox_admin.list_dead(request.app[DATABASES].outbox, **query)
     return web.json_response(
         {
             "items": [dead_letter_document(letter) for letter in letters],
@@ -142,14 +104,16 @@ async def outbox_dead(request: web.Request) -> web.Response:
 async def outbox_requeue(request: web.Request) -> web.Response:
     require_admin(request)
     body = RequeueSchema().load(await read_json(request, ADMIN_BODY_BYTES))
-    requeued = await inspect.requeue(request.app[DATABASES].outbox, None if body["all"] else body["seqs"])
+    requeued = await outbox_admin.requeue(
+        request.app[DATABASES].outbox, None if body["all"] else body["seqs"]
+    )
     return web.json_response({"requeued": requeued, "count": len(requeued)})
 
 
 async def outbox_purge_dead(request: web.Request) -> web.Response:
     require_admin(request)
     body = PurgeDeadSchema().load(await read_json(request, ADMIN_BODY_BYTES))
-    purged = await inspect.purge_dead(request.app[DATABASES].outbox, body["older_than_s"])
+    purged = await outbox_admin.purge_dead(request.app[DATABASES].outbox, body["older_than_s"])
     return web.json_response({"purged": purged})
 
 

@@ -13,7 +13,12 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 from loguru import logger
 
-from service.chat.interaction import FINISH_CLIENT_DISCONNECT, FINISH_ERROR, InteractionRun
+from service.chat.interaction import (
+    FINISH_CLIENT_DISCONNECT,
+    FINISH_ERROR,
+    DuplicateClientMessage,
+    InteractionRun,
+)
 from service.chat.schemas import as_uuid, ask_schema
 from service.http.errors import ApiError, validation_failed
 from service.http.headers import (
@@ -86,7 +91,12 @@ async def ask_eco(request: web.Request) -> web.StreamResponse:
         session_id=header_text(request, HEADER_SESSION_ID) or str(uuid.uuid4()),
         client_message_id=header_text(request, HEADER_CLIENT_MESSAGE_ID) or ask.client_message_id,
     )
-    prompt_ready = await run.open()
+    try:
+        prompt_ready = await run.open()
+    except DuplicateClientMessage as exc:
+        raise ApiError(
+            409, "duplicate_client_message_id", "an interaction with this client_message_id already exists"
+        ) from exc
     if _wants_stream(request, ask.stream):
         return await _stream(request, run, prompt_ready)
     return await _json(run)

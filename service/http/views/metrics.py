@@ -10,7 +10,7 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from outbox import admin as inspect
+from outbox import admin as outbox_admin
 from outbox.errors import CONNECTION_ERRORS
 from outbox.metrics import RELAY_RUNNING
 from service.http.metrics import record_outbox_stats
@@ -32,7 +32,7 @@ def _registry(metrics_dir: Path | None) -> CollectorRegistry:
 async def metrics(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(STATS_TIMEOUT_S):
-            rows = await inspect.stats(request.app[DATABASES].outbox)
+            rows = await outbox_admin.stats(request.app[DATABASES].outbox)
     except CONNECTION_ERRORS as exc:
         logger.bind(code="db_unavailable").warning("metrics: outbox unreadable: {}", exc)
         rows = None

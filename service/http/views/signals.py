@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import ValidationError
 
-from outbox.events import OutboxEvent, signal_event
+from outbox.events import OutboxEvent
 from service.chat.schemas import SignalInput, SignalSchema, signal_schema
 from service.http.errors import validation_failed
 from service.http.headers import (
@@ -21,6 +21,7 @@ from service.http.headers import (
 from service.http.payload import BEACON_TYPES, read_json
 from service.http.signal_fast_path import fast_signal
 from service.keys import CONFIG, WRITER
+from service.target.rows import signal_event
 
 
 def _enriched_meta(signal: SignalInput, request: web.Request) -> dict[str, Any]:
