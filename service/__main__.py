@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log_json, config.log_level)
     if args.command in (None, "serve"):
         if config.processes > 1:
-            from service.runtime.workers import supervise
+            from service.runtime.processes import supervise
 
             supervise(config)
         else:

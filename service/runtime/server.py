@@ -31,7 +31,7 @@ def gc_tuning(gen0_threshold: int) -> Callable[[web.Application], Awaitable[None
 
 
 def serve(config: Config, *, reuse_port: bool = False) -> None:
-    """Serve in this process (ECO_PROCESSES > 1 is service.runtime.workers' supervisor, which runs this in
+    """Serve in this process (ECO_PROCESSES > 1 is service.runtime.processes' supervisor, which runs this in
     each of its processes)."""
     logger.info("eco-outbox listening on http://{}:{}", config.host, config.port)
     app = create_app(config)
