@@ -9,11 +9,12 @@ words the errors. tests/test_signal_fast_path.py holds the two to the same answe
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import uuid
 from typing import Any
+
+from marshmallow import ValidationError
 
 from service.chat.schemas import (
     ECO_ID_MAX_CHARS,
@@ -21,11 +22,12 @@ from service.chat.schemas import (
     SIGNAL_TYPE_DEFAULT,
     SIGNAL_TYPE_MAX_CHARS,
     SignalInput,
-    json_depth,
+    check_meta_bounds,
 )
 from service.config import Limits
 
-# `signal` is how the ECO web app names its lifecycle signals: the most common signal of all.
+# The schema's fields this path reads, and `signal`, the alias the ECO web app names its lifecycle signals
+# with (the most common signal of all); any other field is left to the schema.
 FIELDS = frozenset(
     {"interaction_id", "name", "signal", "type", "meta", "value", "ts", "signal_id", "session_id"}
 )
@@ -48,10 +50,13 @@ def _name(value: Any, max_chars: int) -> str | None:
 
 
 def _meta(value: Any, limits: Limits) -> dict[str, Any] | None:
-    if type(value) is not dict or json_depth(value) > limits.signal_meta_depth:
+    if type(value) is not dict:
         return None
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-    return dict(value) if size <= limits.signal_meta_bytes else None
+    try:
+        check_meta_bounds(value, limits)
+    except ValidationError:
+        return None
+    return dict(value)
 
 
 def fast_signal(item: Any, limits: Limits) -> SignalInput | None:
