@@ -44,7 +44,7 @@ PARTS = {
     r"|service/http/(api_schemas|payload|signal_fast_path)\.py|marshmallow/",
     "json encode and decode": r"^json/",
     "uuid": r"^uuid\.py",
-    "outbox events (building rows)": r"outbox/events\.py",
+    "outbox events (building rows)": r"outbox/events\.py|service/target/rows\.py",
     "outbox writer (group commit)": r"outbox/enqueue\.py",
     "relay": r"outbox/(relay|sqlutil|wakeup)\.py|service/target/delivery\.py",
     "aiopg and psycopg2": r"aiopg/|psycopg2/",
