@@ -13,3 +13,6 @@ end
 $$;
 
 alter table eco_outbox.events drop constraint if exists events_kind_check;
+
+-- One group's rows, in order (the status read): named for the column it now reads.
+alter index if exists eco_outbox.events_interaction_idx rename to events_group_idx;
