@@ -18,7 +18,7 @@ HTTP_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-# multiprocess_mode says how worker processes combine under ECO_WORKERS > 1: streams add up over the live
+# multiprocess_mode says how service processes combine under ECO_PROCESSES > 1: streams add up over the live
 # workers; the outbox gauges are one database's state, read at each scrape: the latest reading wins.
 OPEN_STREAMS = Gauge("eco_sse_open_streams", "SSE streams open right now.", multiprocess_mode="livesum")
 OUTBOX_ROWS = Gauge(

@@ -20,7 +20,7 @@ STATS_TIMEOUT_S = 3.0
 
 
 def _registry(metrics_dir: Path | None) -> CollectorRegistry:
-    """This process's registry, or under ECO_WORKERS > 1 every worker's values summed from the files they
+    """This process's registry, or under ECO_PROCESSES > 1 every process's values summed from the files they
     share: whichever worker the kernel hands the scrape to, the answer is the service's."""
     if metrics_dir is None:
         return REGISTRY

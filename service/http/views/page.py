@@ -1,4 +1,4 @@
-"""GET /: the demo page (plain HTML and JavaScript in service/static, no build step)."""
+"""GET /: the demo page (plain HTML and JavaScript in service/http/static, no build step)."""
 
 from __future__ import annotations
 
