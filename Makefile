@@ -2,7 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# One stamp per purpose: each installs install_requires plus the extras it needs (setup.cfg).
+STAMP = $(VENV)/.installed-$(1)
+EXTRAS_run := embedded
+EXTRAS_test := embedded cli test lint bench
+EXTRAS_bench := embedded cli test bench
+EXTRAS_lint := lint
 # The browser tests drive Debian's Chromium with Playwright (never `playwright install`: it downloads).
 CHROMIUM := /usr/bin/chromium
 # promtool checks and unit-tests the alert rules in ops/prometheus; Debian's prometheus package carries it.
@@ -11,33 +16,34 @@ PROMTOOL := /usr/bin/promtool
 WRK := /usr/bin/wrk
 export PYTHONPATH := $(CURDIR)
 
-# setup.cfg is the one list of dependencies; pip cannot install a setup.cfg-only tree, so read it here.
+# setup.cfg is the one list of dependencies; pip cannot install a setup.cfg-only tree, so read it here:
+# install_requires and the extras named on the command line.
 define REQUIREMENTS
-import configparser
+import configparser, sys
 cfg = configparser.ConfigParser()
 cfg.read("setup.cfg")
-groups = [cfg["options"]["install_requires"]] + [cfg["options.extras_require"][k] for k in ("test", "lint", "bench")]
+groups = [cfg["options"]["install_requires"]] + [cfg["options.extras_require"][k] for k in sys.argv[1:]]
 print("\n".join(line.strip() for group in groups for line in group.splitlines() if line.strip()))
 endef
 export REQUIREMENTS
 
 .PHONY: install run migrate test bench lint clean
 
-install: $(STAMP)
+install: $(call STAMP,test)
 
-$(STAMP): setup.cfg
-	$(PYTHON) -m venv $(VENV)
-	$(PYTHON) -c "$$REQUIREMENTS" > $(VENV)/requirements.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements.txt
+$(VENV)/.installed-%: setup.cfg
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "$$REQUIREMENTS" $(EXTRAS_$*) > $(VENV)/requirements-$*.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements-$*.txt
 	touch $@
 
-run: $(STAMP)
+run: $(call STAMP,run)
 	$(PY) -m service serve
 
-migrate: $(STAMP)
+migrate: $(call STAMP,run)
 	$(PY) -m service migrate
 
-test: $(STAMP) $(CHROMIUM) $(PROMTOOL) $(WRK)
+test: $(call STAMP,test) $(CHROMIUM) $(PROMTOOL) $(WRK)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(CHROMIUM):
@@ -48,16 +54,17 @@ $(PROMTOOL):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
-bench: $(STAMP) $(WRK)
+bench: $(call STAMP,bench) $(WRK)
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
 $(WRK):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 
-lint: $(STAMP)
+lint: $(call STAMP,lint)
 	$(PY) -m ruff check --line-length 110 --target-version py311 --select E,F,W,I,B,UP,ASYNC service outbox tests
 	$(PY) -m ruff format --check --line-length 110 service outbox tests
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,4 +1,5 @@
-"""Transactional outbox: commit what was accepted locally, deliver it to the target later, exactly once.
+"""Transactional outbox engine: commit what was accepted locally, deliver it to a target later, exactly once.
 
-This package knows PostgreSQL and the target tables; it never imports the HTTP service.
+The engine owns the outbox table and everything that moves its rows; it is handed its target (outbox.target:
+the kinds, their deliverers and which kinds wait on which) when it is built, and never imports the service.
 """

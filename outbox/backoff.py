@@ -11,7 +11,7 @@ class Backoff:
     """Exponential backoff with equal jitter, capped.
 
     Equal jitter keeps a floor of half the delay, so a row never retries in a tight loop, while the random
-    half spreads out the retries of signals that all waited on the same late interaction.
+    half spreads out the retries of children that all waited on the same late parent.
     """
 
     base_ms: float = 50.0

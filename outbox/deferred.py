@@ -1,5 +1,5 @@
-"""Writes that must not be lost to a short outage: an interaction's completion and telemetry, whose stream
-has already started and cannot answer 503. They are held in memory, oldest first, and retried while the
+"""Writes that must not be lost to a short outage (for example the completion of a stream that has
+already started and cannot answer 503. They are held in memory, oldest first, and retried while the
 process lives; the queue is bounded (the oldest batch goes first, counted), and shutdown flushes it.
 
 Retrying is safe because every event is keyed by its target row's id: a batch that committed but whose
@@ -63,7 +63,7 @@ class DeferredWrites(BackgroundTask):
             dropped = self._batches.popleft()
             self._rows -= len(dropped)
             DEFERRED_DROPPED.inc(len(dropped))
-            logger.bind(code="deferred_dropped", interaction_id=str(dropped[0].interaction_id)).error(
+            logger.bind(code="deferred_dropped", group_key=str(dropped[0].group_key)).error(
                 "deferred queue full: dropped {} rows", len(dropped)
             )
         DEFERRED_ROWS.set(self._rows)

@@ -17,30 +17,8 @@ from loguru import logger
 
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable, describe, server_cancelled
-from outbox.events import EnqueueResult, Kind, OutboxEvent
-from outbox.tables import CHANNEL
-
-# Arrays in, one statement, one round trip; the NOTIFY rides in the same implicit transaction, so the relay
-# is woken only once the rows are visible. ON CONFLICT makes a repeated key (a client retrying a signal_id,
-# or a second ask with the same client_message_id) a no-op that the caller sees as `inserted=False`.
-INSERT_EVENTS_SQL = f"""
-WITH inserted AS (
-    INSERT INTO eco_outbox.events (kind, key, interaction_id, payload, dedupe_key)
-    SELECT * FROM unnest(%(kinds)s::text[], %(keys)s::uuid[], %(interaction_ids)s::uuid[],
-                         %(payloads)s::jsonb[], %(dedupe_keys)s::text[])
-    ON CONFLICT DO NOTHING
-    RETURNING kind, key
-), wake AS (
-    SELECT pg_notify('{CHANNEL}', '') FROM (SELECT 1 FROM inserted LIMIT 1) AS any_row
-)
-SELECT kind, key::text FROM inserted LEFT JOIN wake ON true
-"""
-
-
-EXISTING_EVENTS_SQL = """
-SELECT e.kind, e.key::text FROM eco_outbox.events AS e
-JOIN unnest(%(kinds)s::text[], %(keys)s::uuid[]) AS k(kind, key) ON e.kind = k.kind AND e.key = k.key
-"""
+from outbox.events import EnqueueResult, OutboxEvent
+from outbox.queries import EXISTING_EVENTS, INSERT_EVENTS
 
 
 def encode_payload(payload: dict[str, object]) -> str:
@@ -174,7 +152,8 @@ class OutboxWriter:
             _settle(
                 request,
                 result=[
-                    EnqueueResult(event, (event.kind, str(event.key)) in inserted) for event in request.events
+                    EnqueueResult(event, (str(event.kind), str(event.key)) in inserted)
+                    for event in request.events
                 ],
             )
 
@@ -195,21 +174,23 @@ class OutboxWriter:
         return await self._insert(events, retried=True)
 
     async def _insert(self, events: list[OutboxEvent], *, retried: bool = False) -> set[tuple[str, str]]:
-        params = {
-            "kinds": [str(event.kind) for event in events],
-            "keys": [str(event.key) for event in events],
-            "interaction_ids": [str(event.interaction_id) for event in events],
-            "payloads": [encode_payload(event.payload) for event in events],
-            "dedupe_keys": [event.dedupe_key for event in events],
-        }
+        params = INSERT_EVENTS.bind(
+            kinds=[str(event.kind) for event in events],
+            keys=[str(event.key) for event in events],
+            group_keys=[str(event.group_key) for event in events],
+            payloads=[encode_payload(event.payload) for event in events],
+            dedupe_keys=[event.dedupe_key for event in events],
+        )
         async with self._pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(INSERT_EVENTS_SQL, params)
+            await cur.execute(INSERT_EVENTS.sql, params)
             rows = await cur.fetchall()
             if retried:
                 # What the first try committed conflicts now: its rows count as inserted by this request.
-                await cur.execute(EXISTING_EVENTS_SQL, params)
+                await cur.execute(
+                    EXISTING_EVENTS.sql, EXISTING_EVENTS.bind(kinds=params["kinds"], keys=params["keys"])
+                )
                 rows += await cur.fetchall()
-        return {(Kind(kind), key) for kind, key in rows}
+        return {(kind, key) for kind, key in rows}
 
 
 def _settle(

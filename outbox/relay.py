@@ -6,7 +6,7 @@ drops its locks and another delivers the rows again, idempotently. A relay that 
 VM) loses its claim after `claim_timeout_s`: the server ends its idle transactions.
 
 Failures come in three classes, decided by SQLSTATE (outbox.errors.classify):
-- waiting: a signal's parent is not in the target yet. The row backs off and is charged an attempt, unless
+- waiting: a child row's parent is not in the target yet. The row backs off and is charged an attempt, unless
   its parent is still pending in the outbox; it is released (or revived from dead) when its parent lands.
 - outage: a database unreachable, a session lost, a statement cancelled. The loop pauses with growing
   delays that a NOTIFY does not cut short; no row is charged.
@@ -21,7 +21,6 @@ import asyncio
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -29,26 +28,26 @@ import aiopg
 import psycopg2
 from aiopg import Cursor
 from loguru import logger
-from sqlalchemy import Float, Text, bindparam, cast, func, select
 
-from outbox import activity, delivery, metrics
+from outbox import activity, metrics
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.backoff import Backoff
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
-from outbox.events import DELIVERY_ORDER, Kind
-from outbox.sqlutil import compile_statement, savepoint, transaction
-from outbox.tables import DEAD, DELIVERED, PENDING, events
+from outbox.queries import CLAIM, MARK_DELIVERED, MARK_HELD, PARENT_STATES, RELEASE_WAITING, SECONDS_UNTIL_DUE
+from outbox.sqlutil import savepoint, transaction
+from outbox.tables import DEAD, PENDING
+from outbox.target import PARENT_MISSING, DeliveryResult, Target
 
 
 @dataclass(frozen=True)
 class RelaySettings:
-    # Rows claimed per batch: a backlog drains ~10% faster at 1000 than at 500 (per-statement costs).
+    # Rows claimed per batch: larger batches spread the per-statement costs (see README, Performance).
     batch_size: int = 1000
     poll_s: float = 1.0
     max_attempts: int = 20
     max_age_s: float = 3600.0
-    # Two loops: one's Python work overlaps the other's wait on the database (about 1.7x the rows/s of one).
-    workers: int = 2
+    # Delivery loops: one's Python work overlaps the other's wait on the database (see README, Performance).
+    loops: int = 2
     retention_s: float = 7 * 24 * 3600.0
     purge_batch: int = 1000
     backoff: Backoff = field(default_factory=Backoff)
@@ -65,77 +64,16 @@ class RelaySettings:
     unhealthy_batches: int = 3
 
 
-CLAIM = compile_statement(
-    select(
-        events.c.seq,
-        events.c.kind,
-        # Text, not uuid.UUID (aiopg registers psycopg2's UUID adapter): keys are compared as strings.
-        cast(events.c.key, Text),
-        cast(events.c.interaction_id, Text),
-        cast(events.c.payload, Text),
-        events.c.attempts,
-        events.c.created_at,
-    )
-    .where(events.c.state == PENDING, events.c.next_attempt_at <= func.now())
-    .order_by(events.c.next_attempt_at, events.c.seq)
-    .limit(bindparam("limit"))
-    .with_for_update(skip_locked=True)
-)
-
-SECONDS_UNTIL_DUE = compile_statement(
-    select(func.extract("epoch", func.min(events.c.next_attempt_at) - func.now()).cast(Float)).where(
-        events.c.state == PENDING
-    )
-)
-
-MARK_DELIVERED_SQL = f"""
-UPDATE eco_outbox.events
-SET state = '{DELIVERED}', delivered_at = now(), attempts = attempts + 1, last_error = NULL
-WHERE seq = ANY(%(seqs)s::bigint[])
-"""
-
-MARK_HELD_SQL = f"""
-UPDATE eco_outbox.events AS e
-SET attempts = e.attempts + d.charge,
-    state = d.state,
-    next_attempt_at = now() + d.delay_ms * interval '1 millisecond',
-    dead_at = CASE WHEN d.state = '{DEAD}' THEN now() END,
-    last_error = d.error
-FROM unnest(%(seqs)s::bigint[], %(charges)s::int[], %(states)s::text[], %(delays_ms)s::float8[],
-            %(errors)s::text[])
-    AS d(seq, charge, state, delay_ms, error)
-WHERE e.seq = d.seq
-"""
-
-PARENT_MISSING = delivery.PARENT_MISSING
-# Held without a charge: the signal's interaction is still in the outbox, on its way.
+# Held without a charge: the child's parent is still in the outbox, on its way.
 PARENT_PENDING = "parent_pending"
-
-# Signals that waited on an interaction this relay just delivered are due now, not at their backoff; those
-# that died waiting for it (an outage spent their age, a concurrent batch held their parent) live again.
-RELEASE_WAITING_SQL = f"""
-UPDATE eco_outbox.events SET next_attempt_at = now(), state = '{PENDING}', dead_at = NULL
-WHERE kind = '{Kind.SIGNAL}' AND interaction_id = ANY(%(interaction_ids)s::uuid[])
-  AND ((state = '{PENDING}' AND next_attempt_at > now())
-       OR (state = '{DEAD}' AND last_error = '{PARENT_MISSING}'))
-"""
-
-# Where the outbox has the parents of signals that missed them: pending (on their way), or delivered by a
-# concurrent batch after this one looked in the target.
-PARENT_STATES_SQL = f"""
-SELECT key::text, bool_or(state = '{PENDING}') FROM eco_outbox.events
-WHERE kind IN ('{Kind.INTERACTION}', '{Kind.INTERACTION_COMPLETION}') AND state <> '{DEAD}'
-  AND key = ANY(%(interaction_ids)s::uuid[])
-GROUP BY key
-"""
 
 
 @dataclass(frozen=True)
 class ClaimedRow:
     seq: int
-    kind: Kind
+    kind: str
     key: str
-    interaction_id: str
+    group_key: str
     payload: str
     attempts: int
     created_at: datetime
@@ -147,31 +85,27 @@ class BatchOutcome:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
-    released_interactions: list[str] = field(default_factory=list)
-
-
-Deliverer = Callable[[Cursor, Sequence[str], Sequence[str]], Awaitable[delivery.DeliveryResult]]
-
-DELIVERERS: dict[Kind, Deliverer] = {
-    Kind.INTERACTION: delivery.deliver_interactions,
-    Kind.INTERACTION_COMPLETION: delivery.deliver_completions,
-    Kind.SIGNAL: delivery.deliver_signals,
-}
+    released_groups: list[str] = field(default_factory=list)
 
 
 class Relay:
-    """Runs `settings.workers` delivery loops, each woken by `wake()`, its poll interval or a due row."""
+    """Runs `settings.loops` delivery loops, each woken by `wake()`, its poll interval or a due row."""
 
     def __init__(
         self,
         outbox_pool: aiopg.Pool,
         target_pool: aiopg.Pool,
+        target: Target,
         settings: RelaySettings,
         *,
         rng: random.Random | None = None,
     ) -> None:
         self._outbox = outbox_pool
         self._target = target_pool
+        self._deliverers = target.deliverers
+        self._child_kinds = target.child_kinds
+        self._parent_kinds = target.parent_kinds
+        self._group_field, self._key_field = target.log_fields
         self._settings = settings
         self._claim_timeout_ms = round(settings.claim_timeout_s * 1000)
         self._rng = rng or random.Random()
@@ -199,8 +133,8 @@ class Relay:
     def start(self) -> None:
         self._stopping = False
         self._stopped.clear()
-        self._wake_events = [asyncio.Event() for _ in range(self._settings.workers)]
-        self.loops = [LoopHealth(f"outbox-relay-{i}") for i in range(self._settings.workers)]
+        self._wake_events = [asyncio.Event() for _ in range(self._settings.loops)]
+        self.loops = [LoopHealth(f"outbox-relay-{i}") for i in range(self._settings.loops)]
         self._tasks = [
             asyncio.create_task(self._supervised(event, health), name=health.name)
             for event, health in zip(self._wake_events, self.loops, strict=True)
@@ -315,18 +249,25 @@ class Relay:
                 outcome.claimed = len(rows)
                 results = await self._deliver(rows)
                 await self._mark(cur, rows, results, outcome)
-        if outcome.released_interactions:
+        if outcome.released_groups:
             async with self._outbox.acquire() as conn, conn.cursor() as cur:
-                await cur.execute(RELEASE_WAITING_SQL, {"interaction_ids": outcome.released_interactions})
+                await cur.execute(
+                    RELEASE_WAITING.sql,
+                    RELEASE_WAITING.bind(
+                        child_kinds=self._child_kinds,
+                        group_keys=outcome.released_groups,
+                        parent_missing=PARENT_MISSING,
+                    ),
+                )
         metrics.RELAY_BATCH_ROWS.observe(outcome.claimed)
         metrics.RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
         activity.RELAY_ACTIVITY.record_batch(outcome, time.perf_counter() - started)
         return outcome
 
-    async def _deliver(self, rows: list[ClaimedRow]) -> dict[Kind, delivery.DeliveryResult]:
-        by_kind: dict[Kind, list[ClaimedRow]] = defaultdict(list)
+    async def _deliver(self, rows: list[ClaimedRow]) -> dict[str, DeliveryResult]:
+        by_kind: dict[str, list[ClaimedRow]] = defaultdict(list)
         for row in rows:
-            by_kind[Kind(row.kind)].append(row)
+            by_kind[row.kind].append(row)
         try:
             return await self._write(by_kind, isolate=False)
         except psycopg2.Error as exc:
@@ -338,56 +279,62 @@ class Relay:
         return await self._write(by_kind, isolate=True)
 
     async def _write(
-        self, by_kind: dict[Kind, list[ClaimedRow]], *, isolate: bool
-    ) -> dict[Kind, delivery.DeliveryResult]:
+        self, by_kind: dict[str, list[ClaimedRow]], *, isolate: bool
+    ) -> dict[str, DeliveryResult]:
         """One statement per kind; with `isolate`, each under a savepoint and bisected when refused."""
-        results: dict[Kind, delivery.DeliveryResult] = {}
+        results: dict[str, DeliveryResult] = {}
         async with self._target.acquire() as conn, conn.cursor() as cur:
             async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
-                for kind in DELIVERY_ORDER:
+                for kind in self._deliverers:
                     if kind in by_kind:
                         batch = by_kind[kind]
                         if isolate:
                             results[kind] = await self._isolate(cur, kind, batch)
                         else:
-                            results[kind] = await DELIVERERS[kind](
+                            results[kind] = await self._deliverers[kind](
                                 cur, [row.key for row in batch], [row.payload for row in batch]
                             )
         return results
 
-    async def _isolate(self, cur: Cursor, kind: Kind, rows: list[ClaimedRow]) -> delivery.DeliveryResult:
+    async def _isolate(self, cur: Cursor, kind: str, rows: list[ClaimedRow]) -> DeliveryResult:
         """Write `rows`; if the target refuses them, split in halves down to the single rows it refuses, so a
         batch with k refused rows costs about 2k log2(n) statements, and only on this failure path."""
         try:
             async with savepoint(cur, "isolate"):
-                return await DELIVERERS[kind](cur, [row.key for row in rows], [row.payload for row in rows])
+                return await self._deliverers[kind](
+                    cur, [row.key for row in rows], [row.payload for row in rows]
+                )
         except psycopg2.Error as exc:
             if classify(exc) is not Failure.REFUSED:
                 raise
             if len(rows) == 1:
                 metrics.RELAY_REFUSED.labels(kind=kind, sqlstate=sqlstate(exc)).inc()
-                return delivery.DeliveryResult(refused={rows[0].key: describe(exc)})
+                return DeliveryResult(refused={rows[0].key: describe(exc)})
         middle = len(rows) // 2
         first = await self._isolate(cur, kind, rows[:middle])
         return first.merged(await self._isolate(cur, kind, rows[middle:]))
 
-    async def _parent_states(self, cur: Cursor, interaction_ids: set[str]) -> dict[str, bool]:
-        """Interaction id -> True if still pending in the outbox, False if delivered; absent if neither."""
-        if not interaction_ids:
+    async def _parent_states(self, cur: Cursor, group_keys: set[str]) -> dict[str, bool]:
+        """Group key -> True if its parent is still pending in the outbox, False if delivered; absent if
+        neither."""
+        if not group_keys:
             return {}
-        await cur.execute(PARENT_STATES_SQL, {"interaction_ids": list(interaction_ids)})
+        await cur.execute(
+            PARENT_STATES.sql,
+            PARENT_STATES.bind(parent_kinds=self._parent_kinds, group_keys=list(group_keys)),
+        )
         return {key: pending for key, pending in await cur.fetchall()}
 
     async def _mark(
         self,
         cur: Cursor,
         rows: list[ClaimedRow],
-        results: dict[Kind, delivery.DeliveryResult],
+        results: dict[str, DeliveryResult],
         outcome: BatchOutcome,
     ) -> None:
         now = datetime.now(UTC)
         delivered: list[int] = []
-        delivered_by_kind: Counter[Kind] = Counter()
+        delivered_by_kind: Counter[str] = Counter()
         held_seqs: list[int] = []
         held_charges: list[int] = []
         held_states: list[str] = []
@@ -395,28 +342,24 @@ class Relay:
         held_errors: list[str] = []
         parents = await self._parent_states(
             cur,
-            {
-                row.interaction_id
-                for row in rows
-                if results[Kind(row.kind)].held.get(row.key) == PARENT_MISSING
-            },
+            {row.group_key for row in rows if results[row.kind].held.get(row.key) == PARENT_MISSING},
         )
         for row in rows:
-            kind = Kind(row.kind)
+            kind = row.kind
             result = results[kind]
             if row.key in result.delivered:
                 delivered.append(row.seq)
                 delivered_by_kind[kind] += 1
-                if kind is not Kind.SIGNAL:
-                    outcome.released_interactions.append(row.interaction_id)
+                if kind in self._parent_kinds:
+                    outcome.released_groups.append(row.group_key)
                 continue
             held_seqs.append(row.seq)
             if (refusal := result.refused.get(row.key)) is not None:
                 reason, error = f"refused_{refusal.split(':', 1)[0]}", refusal
             else:
                 reason = error = result.held.get(row.key, "not_written")
-            log = logger.bind(interaction_id=row.interaction_id, signal=row.key, code=reason)
-            parent_pending = parents.get(row.interaction_id) if reason == PARENT_MISSING else None
+            log = logger.bind(**{self._group_field: row.group_key, self._key_field: row.key}, code=reason)
+            parent_pending = parents.get(row.group_key) if reason == PARENT_MISSING else None
             if parent_pending:
                 # Its parent is on its way: released when it lands, so this costs neither attempts nor age.
                 held_charges.append(0)
@@ -456,16 +399,16 @@ class Relay:
             metrics.RELAY_DELIVERED.labels(kind=kind).inc(count)
             logger.debug("delivered {} {} rows", count, kind)
         if delivered:
-            await cur.execute(MARK_DELIVERED_SQL, {"seqs": delivered})
+            await cur.execute(MARK_DELIVERED.sql, MARK_DELIVERED.bind(seqs=delivered))
         if held_seqs:
             await cur.execute(
-                MARK_HELD_SQL,
-                {
-                    "seqs": held_seqs,
-                    "charges": held_charges,
-                    "states": held_states,
-                    "delays_ms": held_delays_ms,
-                    "errors": held_errors,
-                },
+                MARK_HELD.sql,
+                MARK_HELD.bind(
+                    seqs=held_seqs,
+                    charges=held_charges,
+                    states=held_states,
+                    delays_ms=held_delays_ms,
+                    errors=held_errors,
+                ),
             )
         outcome.delivered = len(delivered)

@@ -9,18 +9,7 @@ from loguru import logger
 
 from outbox.background import BackgroundTask
 from outbox.errors import CONNECTION_ERRORS, classify, describe
-from outbox.tables import DELIVERED
-
-# SKIP LOCKED: a row a relay is marking right now is simply left for the next round.
-PURGE_DELIVERED_SQL = f"""
-DELETE FROM eco_outbox.events WHERE seq IN (
-    SELECT seq FROM eco_outbox.events
-    WHERE state = '{DELIVERED}' AND delivered_at < now() - %(retention_s)s * interval '1 second'
-    ORDER BY delivered_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-"""
+from outbox.queries import PURGE_DELIVERED
 
 
 async def purge_delivered(pool: aiopg.Pool, retention_s: float, batch: int) -> int:
@@ -28,7 +17,7 @@ async def purge_delivered(pool: aiopg.Pool, retention_s: float, batch: int) -> i
     total = 0
     while True:
         async with pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(PURGE_DELIVERED_SQL, {"retention_s": retention_s, "limit": batch})
+            await cur.execute(PURGE_DELIVERED.sql, PURGE_DELIVERED.bind(retention_s=retention_s, limit=batch))
             deleted = cur.rowcount
         total += deleted
         if deleted < batch:

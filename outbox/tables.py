@@ -15,7 +15,7 @@ events = Table(
     Column("seq", BigInteger, primary_key=True),
     Column("kind", Text, nullable=False),
     Column("key", UUID(as_uuid=False), nullable=False),
-    Column("interaction_id", UUID(as_uuid=False), nullable=False),
+    Column("group_key", UUID(as_uuid=False), nullable=False),
     Column("payload", JSONB, nullable=False),
     Column("dedupe_key", Text),
     Column("state", Text, nullable=False),

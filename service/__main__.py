@@ -30,24 +30,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = Config.from_env()
 
-    from service.logs import setup_logging
+    from service.runtime.logs import setup_logging
 
     setup_logging(config.log_json, config.log_level)
     if args.command in (None, "serve"):
-        from service.server import serve
+        if config.processes > 1:
+            from service.runtime.processes import supervise
 
-        serve(config)
+            supervise(config)
+        else:
+            from service.runtime.server import serve
+
+            serve(config)
         return 0
     if args.command == "ask":
-        from service.client import run_ask
+        from service.cli.client import run_ask
 
         return run_ask(args.url or f"http://{config.host}:{config.port}", args.message, args.timeout_s)
     if args.command == "migrate":
-        from service.cli import run_migrate
+        from service.cli.admin import run_migrate
 
         return asyncio.run(run_migrate(config))
     if args.command == "outbox":
-        from service.cli import run_outbox
+        from service.cli.admin import run_outbox
 
         return asyncio.run(
             run_outbox(

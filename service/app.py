@@ -13,11 +13,14 @@ from outbox.enqueue import OutboxWriter
 from outbox.relay import Relay
 from outbox.retention import Purger
 from outbox.wakeup import NotifyListener
-from service import migrations
+from service.chat.interaction import InteractionRegistry
+from service.chat.responder import build_responder
 from service.config import Config
-from service.database import open_databases
-from service.headers import header_middleware, quiet_malformed_requests
-from service.interaction import InteractionRegistry
+from service.http.headers import header_middleware, quiet_malformed_requests
+from service.http.metrics import metrics_middleware
+from service.http.middleware import error_middleware, rate_limit_middleware
+from service.http.ratelimit import RateLimiter
+from service.http.routes import setup_routes
 from service.keys import (
     CONFIG,
     DATABASES,
@@ -29,11 +32,9 @@ from service.keys import (
     STREAMS,
     WRITER,
 )
-from service.metrics import metrics_middleware
-from service.middleware import error_middleware, rate_limit_middleware
-from service.ratelimit import RateLimiter
-from service.responder import build_responder
-from service.routes import setup_routes
+from service.store import migrations
+from service.store.database import open_databases
+from service.target.delivery import ECO_TARGET
 
 # Streams get this long to send their final event on shutdown before aiohttp cancels the handlers.
 STREAM_SHUTDOWN_S = 5.0
@@ -57,7 +58,7 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     flushed through the writer before it closes, and the relay finishes its batch."""
     config = app[CONFIG]
     databases = app[DATABASES]
-    relay = Relay(databases.outbox, databases.target, config.relay)
+    relay = Relay(databases.outbox, databases.target, ECO_TARGET, config.relay)
     writer = OutboxWriter(
         databases.outbox,
         max_rows=config.intake_batch_max_rows,

@@ -54,6 +54,12 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
+def _aliased(env: Mapping[str, str], name: str, alias: str) -> str:
+    """The variable that is set: `name`, or its older `alias`, kept so that operators' settings still work.
+    Errors then name the variable the operator wrote."""
+    return alias if not env.get(name, "").strip() and env.get(alias, "").strip() else name
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
@@ -93,8 +99,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 3001
     # Service processes sharing the port (SO_REUSEPORT), each with the whole app, relay included.
-    workers: int = 1
-    # Set by the ECO_WORKERS supervisor for its workers (never from the environment): the folder where
+    processes: int = 1
+    # Set by the ECO_PROCESSES supervisor for its workers (never from the environment): the folder where
     # prometheus-client's multiprocess mode keeps every worker's values, so that /metrics sums them.
     metrics_dir: Path | None = None
     # X-Forwarded-For names the client only when the connection comes from one of these networks.
@@ -143,7 +149,7 @@ class Config:
         return cls(
             host=env.get("ECO_HOST", defaults.host),
             port=_int(env, "ECO_PORT", defaults.port),
-            workers=_int(env, "ECO_WORKERS", defaults.workers, minimum=1),
+            processes=_int(env, _aliased(env, "ECO_PROCESSES", "ECO_WORKERS"), defaults.processes, minimum=1),
             database_url=env.get("DATABASE_URL") or None,
             target_database_url=env.get("TARGET_DATABASE_URL") or None,
             data_dir=Path(env.get("ECO_DATA_DIR") or defaults.data_dir).expanduser().resolve(),
@@ -164,7 +170,7 @@ class Config:
                 poll_s=_float(env, "ECO_RELAY_POLL_S", relay_defaults.poll_s, minimum=0.01),
                 max_attempts=_int(env, "ECO_RELAY_MAX_ATTEMPTS", relay_defaults.max_attempts, minimum=1),
                 max_age_s=_float(env, "ECO_RELAY_MAX_AGE_S", relay_defaults.max_age_s, minimum=0.0),
-                workers=_int(env, "ECO_RELAY_WORKERS", relay_defaults.workers, minimum=0),
+                loops=_int(env, _aliased(env, "ECO_RELAY_LOOPS", "ECO_RELAY_WORKERS"), relay_defaults.loops),
                 coalesce_ms=_float(env, "ECO_RELAY_COALESCE_MS", relay_defaults.coalesce_ms),
                 claim_timeout_s=_float(
                     env, "ECO_RELAY_CLAIM_TIMEOUT_S", relay_defaults.claim_timeout_s, minimum=0.1

@@ -8,11 +8,11 @@ from outbox.background import BackgroundTask
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
 from outbox.relay import Relay
+from service.chat.interaction import InteractionRegistry
+from service.chat.responder import Responder
 from service.config import Config
-from service.database import Databases
-from service.interaction import InteractionRegistry
-from service.ratelimit import RateLimiter
-from service.responder import Responder
+from service.http.ratelimit import RateLimiter
+from service.store.database import Databases
 
 CONFIG = web.AppKey("config", Config)
 DATABASES = web.AppKey("databases", Databases)

@@ -23,7 +23,7 @@ from outbox.backoff import Backoff
 from outbox.relay import RelaySettings
 from service.app import create_app
 from service.config import Config
-from service.embedded import start_embedded_postgres
+from service.store.embedded import start_embedded_postgres
 from tests.pg import admin, drop_database, migrate
 
 # The `browser` fixture of the page tests (headless Chromium).

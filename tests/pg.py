@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg2
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from service import migrations
 from service.config import Config
-from service.database import Databases, create_pool
+from service.store import migrations
+from service.store.database import Databases, create_pool
 
 
 def admin(dsn: str, *statements: str) -> list[tuple[object, ...]]:

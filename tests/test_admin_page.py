@@ -88,7 +88,7 @@ async def test_dead_signals_are_shown_requeued_and_purged(
         "data-rows", "3"
     )
     await expect(page.locator("#relay-running")).to_have_text("running")
-    await expect(page.locator("#relay-loops")).to_have_text(str(TEST_RELAY.workers))
+    await expect(page.locator("#relay-loops")).to_have_text(str(TEST_RELAY.loops))
     await expect(page.locator("#last-batch")).to_contain_text(" claimed, ")
     await expect(page.locator("#failures tr[data-reason='parent_missing']").first).to_be_visible()
     await expect(page.locator("#readyz")).to_contain_text("ready")
@@ -247,7 +247,7 @@ async def test_relay_state_counts_deliveries_and_failures(admin_client: TestClie
     await dead_signal(admin_client, db)
 
     state = await (await admin_client.get("/api/admin/relay", headers=AUTH)).json()
-    assert state["running"] is True and state["loops"] == TEST_RELAY.workers
+    assert state["running"] is True and state["loops"] == TEST_RELAY.loops
     counts = state["delivered_per_s"]["counts"]
     # Only what this test delivered is sure to be in the last minute (other tests of the process add to it).
     assert len(counts) == 300 and sum(counts[-60:]) >= 5 + 2

@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from service.app import create_app
+from service.chat.responder import OfflineResponder, estimate_tokens
 from service.config import Config
 from service.keys import STREAMS
-from service.responder import OfflineResponder, estimate_tokens
 from tests.helpers import SSEEvent, fetch, iter_sse, probe, read_sse, scalar, wait_for
 
 SSE = {"Accept": "text/event-stream"}

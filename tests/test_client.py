@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from service.app import create_app
-from service.client import ask
+from service.chat.responder import OfflineResponder
+from service.cli.client import ask
 from service.config import PROJECT_DIR, Config
-from service.responder import OfflineResponder
 from tests.helpers import fetch, wait_for
 
 CLI_TIMEOUT_S = 60

@@ -24,8 +24,8 @@ from loguru import logger
 
 from service.app import create_app
 from service.config import Config
-from service.headers import IDENTITY_HEADERS
-from service.logs import _human_format
+from service.http.headers import IDENTITY_HEADERS
+from service.runtime.logs import _human_format
 
 TOKEN = "admin-secret"
 IID = str(uuid.uuid4())

@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
+from service.chat.responder import ChatMessage, OfflineResponder, OpenAIResponder, build_responder
 from service.config import Config
 from service.keys import RESPONDER
-from service.responder import ChatMessage, OfflineResponder, OpenAIResponder, build_responder
 from tests.helpers import fetch, read_sse, wait_for
 
 SSE = {"Accept": "text/event-stream"}

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from outbox.retention import purge_delivered
 from service.keys import DATABASES, RELAY
-from service.logs import setup_logging
+from service.runtime.logs import setup_logging
 from tests.helpers import fetch, iter_sse, scalar, wait_for
 
 
@@ -194,7 +194,7 @@ async def test_retention_purges_old_delivered_rows_in_batches_and_keeps_the_rest
     await fetch(
         db,
         """
-        INSERT INTO eco_outbox.events (kind, key, interaction_id, payload, state, delivered_at, dead_at)
+        INSERT INTO eco_outbox.events (kind, key, group_key, payload, state, delivered_at, dead_at)
         SELECT 'signal', gen_random_uuid(), gen_random_uuid(), '{}'::jsonb, state, at, dead_at
         FROM (VALUES ('delivered', now() - interval '2 days', NULL::timestamptz),
                      ('delivered', now() - interval '1 minute', NULL),

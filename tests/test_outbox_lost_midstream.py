@@ -19,8 +19,8 @@ from psycopg2.extensions import make_dsn, parse_dsn
 
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
-from outbox.events import InteractionRow, completion_event, signal_event
 from service.keys import DEFERRED
+from service.target.rows import InteractionRow, completion_event, signal_event
 from tests.helpers import fetch, probe, wait_for
 from tests.pg import admin
 
@@ -109,7 +109,7 @@ def assert_one_response_ending_in_error_then_done(raw: bytes) -> None:
 async def outbox_rows(db: aiopg.Pool, interaction_id: str) -> set[str]:
     rows = await fetch(
         db,
-        "SELECT kind, coalesce(payload->>'signal', '') FROM eco_outbox.events WHERE interaction_id = %s",
+        "SELECT kind, coalesce(payload->>'signal', '') FROM eco_outbox.events WHERE group_key = %s",
         (interaction_id,),
     )
     return {f"{kind}:{name}".rstrip(":") for kind, name in rows}
@@ -181,8 +181,8 @@ async def test_the_held_queue_is_bounded_and_counts_what_it_drops(database_url: 
         assert dropped_total() == before + 4
         assert await deferred.flush() is True
         assert len(deferred) == 0
-        kept = await fetch(db, "SELECT DISTINCT interaction_id::text FROM eco_outbox.events")
-        assert kept == [(str(batches[-1][0].interaction_id),)]
+        kept = await fetch(db, "SELECT DISTINCT group_key::text FROM eco_outbox.events")
+        assert kept == [(str(batches[-1][0].group_key),)]
     finally:
         await writer.close()
         pool.close()
@@ -199,7 +199,7 @@ async def test_prompt_ready_commits_in_the_interactions_statement(client: TestCl
     assert b"event: prompt_ready" in await resp.content.readuntil(b"\n\n")
     rows = await fetch(
         db,
-        "SELECT kind, payload->>'signal', xmin::text FROM eco_outbox.events WHERE interaction_id = %s "
+        "SELECT kind, payload->>'signal', xmin::text FROM eco_outbox.events WHERE group_key = %s "
         "AND (kind = 'interaction' OR payload->>'signal' = 'prompt_ready')",
         (interaction_id,),
     )

@@ -12,8 +12,8 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from service.app import create_app
+from service.chat.responder import OfflineResponder
 from service.config import Config
-from service.responder import OfflineResponder
 from tests.browser import UI_TIMEOUT_MS, track_errors
 from tests.helpers import fetch, wait_for
 

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from service.schemas import SIGNAL_EXTRAS
+from service.chat.schemas import SIGNAL_EXTRAS
 from tests.helpers import fetch, read_sse, wait_for
 
 EXAMPLES = 60

@@ -26,7 +26,7 @@ SCENARIOS = {
     "one-relay": (TEST_RELAY, False),
     # Small batches over several workers: signals are often claimed while another worker still holds their
     # interaction, so the parent-missing path and the release of waiting signals are exercised too.
-    "three-workers-small-batches": (replace(TEST_RELAY, workers=3, batch_size=4), False),
+    "three-workers-small-batches": (replace(TEST_RELAY, loops=3, batch_size=4), False),
     # No interaction can reach the target until every client is done: the race at its worst, every signal
     # arrives before its parent, and intake must not notice.
     "target-locked": (TEST_RELAY, True),

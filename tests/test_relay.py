@@ -15,14 +15,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from outbox import inspect
+from outbox import admin as outbox_admin
 from outbox.backoff import Backoff
 from outbox.enqueue import OutboxWriter
-from outbox.events import InteractionRow, OutboxEvent, completion_event, interaction_event, signal_event
+from outbox.events import OutboxEvent
 from outbox.relay import Relay, RelaySettings
 from outbox.retention import purge_delivered
 from service.app import create_app
 from service.config import Config
+from service.target.delivery import ECO_TARGET
+from service.target.rows import InteractionRow, completion_event, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, insert_interaction, scalar, wait_for
 
@@ -126,7 +128,7 @@ async def test_orphan_signal_is_dead_lettered_and_kept(
     assert row["payload"]["meta"] == {"screen": "chat", "type": "passive", "value": 2.0}
     assert await target_count(db, signal_id) == 0
 
-    [letter] = await inspect.list_dead(db)
+    [letter] = await outbox_admin.list_dead(db)
     assert (letter.seq, letter.key, letter.kind, letter.attempts) == (row["seq"], signal_id, "signal", 3)
     assert letter.payload == row["payload"]
     await purge_delivered(db, retention_s=0.0, batch=100)
@@ -218,7 +220,7 @@ async def test_relay_records_attempts_with_growing_backoff(db: Any) -> None:
     """Each failed attempt is counted and sets next_attempt_at exactly the policy's delay after the claim."""
     backoff = Backoff(base_ms=1000, cap_ms=8000)
     settings = RelaySettings(max_attempts=7, backoff=backoff)
-    relay = Relay(db, db, settings, rng=random.Random(7))
+    relay = Relay(db, db, ECO_TARGET, settings, rng=random.Random(7))
     expected_rng = random.Random(7)
     event = signal_event(uuid.uuid4(), "view", {})
     await enqueue(db, [event])
@@ -262,12 +264,12 @@ async def test_requeued_dead_signal_is_delivered_once_its_parent_exists(
     signal_id = await post_signal(client, iid)
     dead = await wait_for(lambda: outbox_row(db, signal_id), lambda row: row["state"] == "dead")
     await insert_interaction(db, iid)
-    assert await inspect.requeue(db, [dead["seq"] + 1000]) == [], "only dead rows are requeued"
-    assert await inspect.requeue(db, [dead["seq"]]) == [dead["seq"]]
+    assert await outbox_admin.requeue(db, [dead["seq"] + 1000]) == [], "only dead rows are requeued"
+    assert await outbox_admin.requeue(db, [dead["seq"]]) == [dead["seq"]]
     row = await wait_for(lambda: outbox_row(db, signal_id), lambda row: row["state"] == "delivered")
     assert row["attempts"] == 1 and row["dead_at"] is None and row["payload"] == dead["payload"]
     assert await target_count(db, signal_id) == 1
-    assert await inspect.requeue(db, [dead["seq"]]) == [], "a delivered row is not requeued"
+    assert await outbox_admin.requeue(db, [dead["seq"]]) == [], "a delivered row is not requeued"
 
 
 # (e) idempotent delivery ------------------------------------------------------------------------------------
@@ -303,7 +305,7 @@ async def test_redelivery_is_idempotent(db: Any) -> None:
         *(signal_event(iid, f"s{i}", {"i": i}) for i in range(3)),
     ]
     await enqueue(db, events)
-    relay = Relay(db, db, TEST_RELAY)
+    relay = Relay(db, db, ECO_TARGET, TEST_RELAY)
     first = await relay.run_once()
     assert (first.claimed, first.delivered) == (5, 5)
     snapshot = await target_snapshot(db)
@@ -327,7 +329,7 @@ async def test_concurrent_relays_never_claim_the_same_row(db: Any) -> None:
         *(signal_event(iid, "view", {"i": i}) for i in range(40)),
     ]
     await enqueue(db, events)
-    relays = [Relay(db, db, replace(TEST_RELAY, batch_size=10)) for _ in range(2)]
+    relays = [Relay(db, db, ECO_TARGET, replace(TEST_RELAY, batch_size=10)) for _ in range(2)]
     delivered = 0
 
     async def both_relays() -> int:

@@ -21,8 +21,9 @@ from outbox.background import LoopHealth, supervise
 from outbox.backoff import Backoff
 from outbox.enqueue import OutboxWriter
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
-from outbox.events import InteractionRow, interaction_event, signal_event
 from outbox.relay import Relay
+from service.target.delivery import ECO_TARGET
+from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, insert_interaction, scalar, wait_for
 
@@ -208,7 +209,9 @@ async def test_a_signal_whose_parent_is_pending_in_the_outbox_is_not_charged(db:
     attempts or age, and is delivered once the parent lands."""
     # A max age of 0 would kill any charged row at its first miss; the long cap keeps the waiting signal out
     # of the parent's batch, so only the release can make it due.
-    relay = Relay(db, db, replace(TEST_RELAY, max_age_s=0.0, backoff=Backoff(base_ms=10, cap_ms=600_000)))
+    relay = Relay(
+        db, db, ECO_TARGET, replace(TEST_RELAY, max_age_s=0.0, backoff=Backoff(base_ms=10, cap_ms=600_000))
+    )
     iid = uuid.uuid4()
     writer = OutboxWriter(db)
     await writer.start()

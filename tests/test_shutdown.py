@@ -52,7 +52,7 @@ async def test_sigterm_ends_streams_keeps_accepted_work_and_exits(database_url, 
         rows = await fetch(
             db,
             "SELECT kind, payload->'meta'->>'finish_reason' FROM eco_outbox.events "
-            "WHERE interaction_id = %s AND kind = 'interaction_completion'",
+            "WHERE group_key = %s AND kind = 'interaction_completion'",
             (interaction_id,),
         )
         assert rows == [("interaction_completion", "server_shutdown")]

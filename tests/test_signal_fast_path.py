@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.chat.schemas import SignalSchema
 from service.config import Limits
-from service.schemas import SignalSchema
-from service.signal_fast_path import fast_signal
+from service.http.signal_fast_path import FIELDS, fast_signal
 
 # Tight limits, so that generated values cross every bound.
 LIMITS = Limits(signal_name_chars=8, signal_meta_bytes=64, signal_meta_depth=3)
@@ -123,3 +123,8 @@ def test_what_the_schema_must_word_is_left_to_it() -> None:
         {"unknown": 1},
     ):
         assert fast_signal({**base, **extra}, LIMITS) is None
+
+
+def test_the_fast_path_reads_only_fields_the_schema_declares() -> None:
+    """Its one field of its own is `signal`, the alias the schema's pre_load reads."""
+    assert FIELDS - {"signal"} <= SCHEMA.declared_fields.keys()

@@ -48,7 +48,7 @@ async def test_202_before_the_interaction_exists_and_id_is_the_row_id(client: Te
     signal_id = await queued(await client.post("/api/signal", json={"interaction_id": iid, "name": "view"}))
     uuid.UUID(signal_id)
     outbox = await fetch(
-        db, "select kind, interaction_id::text, state from eco_outbox.events where key = %s", (signal_id,)
+        db, "select kind, group_key::text, state from eco_outbox.events where key = %s", (signal_id,)
     )
     assert outbox == [("signal", iid, "pending")]
     assert await stored(db, signal_id) == []

@@ -67,7 +67,7 @@ async def test_a_stalled_client_is_cut_off_and_completed(make_client, db) -> Non
                 lambda: fetch(
                     db,
                     "SELECT payload->'meta'->>'finish_reason' FROM eco_outbox.events "
-                    "WHERE kind = 'interaction_completion' AND interaction_id = %s",
+                    "WHERE kind = 'interaction_completion' AND group_key = %s",
                     (interaction_id,),
                 ),
                 timeout_s=30.0,

@@ -10,16 +10,15 @@ from typing import Any
 
 import aiopg
 
-from outbox.inspect import STATS
-from outbox.status import EVENTS_OF_INTERACTION
-from service.views.status import STATUS_MAX_ROWS
+from outbox.queries import EVENTS_OF_GROUP, STATS
+from service.http.views.status import STATUS_MAX_ROWS
 from tests.helpers import fetch
 
 # Enough delivered rows that a full scan costs more to the planner than any index.
 RETAINED_ROWS = 20_000
 
 RETAIN_SQL = """
-INSERT INTO eco_outbox.events (kind, key, interaction_id, payload, state, delivered_at)
+INSERT INTO eco_outbox.events (kind, key, group_key, payload, state, delivered_at)
 SELECT 'signal', gen_random_uuid(), %(interaction_id)s::uuid,
        jsonb_build_object('signal', 'view', 'meta', '{"type": "passive"}'), %(state)s, now()
 FROM generate_series(1, %(rows)s)
@@ -49,10 +48,8 @@ async def test_status_and_stats_read_through_indexes(db: aiopg.Pool) -> None:
     await retain(db, 2, state="dead")
     await fetch(db, "ANALYZE eco_outbox.events")
 
-    status = await plan(
-        db, EVENTS_OF_INTERACTION.sql, EVENTS_OF_INTERACTION.bind(interaction_id=str(uuid.uuid4()), limit=501)
-    )
-    assert "events_interaction_idx" in status and "Seq Scan" not in status, status
+    status = await plan(db, EVENTS_OF_GROUP.sql, EVENTS_OF_GROUP.bind(group_key=str(uuid.uuid4()), limit=501))
+    assert "events_group_idx" in status and "Seq Scan" not in status, status
 
     stats = await plan(db, STATS.sql, STATS.params)
     assert "events_due_idx" in stats and "events_dead_idx" in stats, stats

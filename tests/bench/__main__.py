@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiopg
 
-from service.logs import setup_logging
+from service.runtime.logs import setup_logging
 from tests.bench import database, processes, retention, stages
 from tests.bench.report import Row, number, pair, render
 from tests.bench.settings import QUICK, BenchSettings

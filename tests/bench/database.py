@@ -22,7 +22,7 @@ INSERT_PARENTS_SQL = "INSERT INTO analytics.eco_interactions (id) SELECT unnest(
 
 # A backlog as the writer leaves it: pending signal events whose payload is the target row.
 SEED_BACKLOG_SQL = """
-INSERT INTO eco_outbox.events (kind, key, interaction_id, payload)
+INSERT INTO eco_outbox.events (kind, key, group_key, payload)
 SELECT 'signal', s.id, s.interaction_id,
        jsonb_build_object('id', s.id, 'created_at', now(), 'interaction_id', s.interaction_id,
                           'signal', 'bench_backlog', 'meta', jsonb_build_object('n', s.n))

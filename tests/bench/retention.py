@@ -30,7 +30,7 @@ TARGET_MS = 10.0
 # derived from the row number so that the stage can ask for one it knows.
 FILL_SQL = """
 INSERT INTO eco_outbox.events
-    (kind, key, interaction_id, payload, state, attempts, next_attempt_at, created_at, delivered_at, dead_at)
+    (kind, key, group_key, payload, state, attempts, next_attempt_at, created_at, delivered_at, dead_at)
 SELECT 'signal', gen_random_uuid(), interaction_id,
        jsonb_build_object('signal', 'view', 'interaction_id', interaction_id, 'meta', '{"type": "passive"}'),
        state, 1, at, at, CASE WHEN state = 'delivered' THEN at END, CASE WHEN state = 'dead' THEN at END

@@ -14,7 +14,8 @@ import psycopg2.errors
 
 from outbox.relay import Relay
 from service.config import Config
-from service.database import create_pool
+from service.store.database import create_pool
+from service.target.delivery import ECO_TARGET
 from tests.bench import database, processes
 from tests.bench.loadgen import median, percentile
 from tests.bench.settings import BenchSettings
@@ -172,7 +173,7 @@ async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings) -> RelayRun
     config = Config.from_env()
     outbox = await create_pool(dsn, config)
     target = await create_pool(dsn, config)
-    worker = Relay(outbox, target, replace(config.relay, poll_s=0.05))
+    worker = Relay(outbox, target, ECO_TARGET, replace(config.relay, poll_s=0.05))
     started = time.perf_counter()
     worker.start()
     try:
@@ -190,7 +191,7 @@ async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings) -> RelayRun
             each.close()
             await each.wait_closed()
     delivered = int(await scalar(pool, "SELECT count(*) FROM analytics.eco_passive_signals"))  # type: ignore[arg-type]
-    return RelayRun(settings.backlog, seconds, delivered, config.relay.workers, config.relay.batch_size)
+    return RelayRun(settings.backlog, seconds, delivered, config.relay.loops, config.relay.batch_size)
 
 
 async def end_to_end(pool: aiopg.Pool, server: ServiceProcess, settings: BenchSettings) -> Latency:

@@ -15,8 +15,9 @@ import aiohttp
 import aiopg
 import pytest
 
-from outbox.events import InteractionRow, interaction_event, signal_event
 from outbox.relay import Relay
+from service.target.delivery import ECO_TARGET
+from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
 from tests.faults.conftest import ask, enqueue, open_pool, service_env
 from tests.faults.target_probes import deliveries, install_delivery_log
@@ -48,8 +49,8 @@ async def test_relay_loops_in_one_process_deliver_every_row_once(
     await enqueue(outbox, signals[: SIGNALS // 2], interactions, signals[SIGNALS // 2 :])
     total = SIGNALS + INTERACTIONS
 
-    settings = replace(TEST_RELAY, batch_size=7, workers=WORKERS_PER_RELAY)
-    relays = [Relay(outbox, target, settings) for _ in range(RELAYS)]
+    settings = replace(TEST_RELAY, batch_size=7, loops=WORKERS_PER_RELAY)
+    relays = [Relay(outbox, target, ECO_TARGET, settings) for _ in range(RELAYS)]
     for relay in relays:
         relay.start()
     try:

@@ -161,7 +161,7 @@ async def test_an_outage_twice_the_max_age_kills_no_deliverable_signal(
     for a parent that then lands is revived. Only the orphans die."""
     outbox, target = pools
     settings = replace(
-        TEST_RELAY, max_age_s=MAX_AGE_S, batch_size=7, workers=3, outage_pause_max_s=0.3, coalesce_ms=0.0
+        TEST_RELAY, max_age_s=MAX_AGE_S, batch_size=7, loops=3, outage_pause_max_s=0.3, coalesce_ms=0.0
     )
     config = conftest.test_config(
         split_dbs.outbox_dsn, target_database_url=split_dbs.target_dsn, relay=settings, rate_limit_per_s=0.0

@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
-from outbox.events import InteractionRow, interaction_event
 from service.keys import WRITER
+from service.target.rows import InteractionRow, interaction_event
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, scalar, wait_for
 from tests.loss_checker import LossChecker
@@ -39,7 +39,7 @@ def sample(name: str, **labels: str) -> float:
 
 async def build(make_client: Callable[..., Any]) -> TestClient:
     # One loop with large batches: the refused row is claimed together with everything after it.
-    relay = replace(TEST_RELAY, max_attempts=MAX_ATTEMPTS, workers=1, batch_size=1000)
+    relay = replace(TEST_RELAY, max_attempts=MAX_ATTEMPTS, loops=1, batch_size=1000)
     return await make_client(admin_token=TOKEN, relay=relay)
 
 
@@ -146,7 +146,7 @@ async def refused_interaction(
     # Its signals waited without being charged while it was pending, then died of its absence.
     reasons = await fetch(
         db,
-        "select distinct last_error from eco_outbox.events where kind = 'signal' and interaction_id = %s",
+        "select distinct last_error from eco_outbox.events where kind = 'signal' and group_key = %s",
         (refused,),
     )
     assert reasons == [("parent_missing",)]

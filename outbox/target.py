@@ -1,0 +1,65 @@
+"""What the engine delivers to, handed in when it is built: the kinds in delivery order, each with the async
+function that writes a batch of its rows, and the kinds that wait on a parent kind of the same group.
+
+The engine knows no target table: a deliverer gets the rows' keys and their JSON payloads, writes them in the
+target transaction the relay opened, and says which it wrote, which wait and which the target refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiopg import Cursor
+
+# A held reason: the row's parent is not in the target yet. The relay then asks the outbox where the parent
+# is, and releases the row as soon as a parent of its group is delivered.
+PARENT_MISSING = "parent_missing"
+
+
+@dataclass
+class DeliveryResult:
+    """Keys written (or found already written), keys held back (waiting) and keys the target refused, with
+    the reason for each: `PARENT_MISSING` or another reason, or the SQLSTATE and message of the refusal."""
+
+    delivered: set[str] = field(default_factory=set)
+    held: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def merged(self, other: DeliveryResult) -> DeliveryResult:
+        return DeliveryResult(
+            self.delivered | other.delivered, {**self.held, **other.held}, {**self.refused, **other.refused}
+        )
+
+
+Deliverer = Callable[[Cursor, Sequence[str], Sequence[str]], Awaitable[DeliveryResult]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """`deliverers` maps each kind to its writer, in delivery order (parents first, so a batch that holds
+    both finds the parents in place). `waits_on` maps a child kind to the parent kinds it waits on: rows of
+    one group share a `group_key`, a parent's being its own key."""
+
+    deliverers: Mapping[str, Deliverer]
+    waits_on: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # The names a held row's group and key carry in the relay's log lines, in the target's own words.
+    log_fields: tuple[str, str] = ("group_key", "key")
+
+    def __post_init__(self) -> None:
+        kinds = set(self.deliverers)
+        for child, parents in self.waits_on.items():
+            if child not in kinds or not parents <= kinds:
+                raise ValueError(f"waits_on names a kind without a deliverer: {child} -> {sorted(parents)}")
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return tuple(self.deliverers)
+
+    @property
+    def child_kinds(self) -> list[str]:
+        return sorted(self.waits_on)
+
+    @property
+    def parent_kinds(self) -> list[str]:
+        return sorted(set().union(*self.waits_on.values()))

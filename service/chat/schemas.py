@@ -1,0 +1,350 @@
+"""Request schemas (marshmallow 4), liberal as the ECO backend was: unknown fields are ignored, the ECO web
+app's aliases are accepted, and a known field with a wrong type, a NUL or over a limit is still a 422. Limits
+come from the configuration; see ../shared/ECO_CONTRACT.md for where each alias comes from."""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_load,
+    validate,
+    validates,
+    validates_schema,
+)
+
+from service.chat.responder import ChatMessage
+from service.config import Limits
+
+SIGNAL_NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+SIGNAL_NAME = validate.Regexp(SIGNAL_NAME_PATTERN, error="may only hold letters, digits and _ . : -")
+SIGNAL_TYPE_MAX_CHARS = 32
+SIGNAL_TYPE_DEFAULT = "passive"
+HEADER_SAFE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="must not contain control characters")
+# Echoed back in the X-Eco-Client-Message-Id header; the header itself is held to the same bound.
+CLIENT_MESSAGE_ID_MAX_CHARS = 128
+# The ECO backend's bound on its session id; the other ids the app sends are held to it too.
+ECO_ID_MAX_CHARS = 256
+
+
+class FiniteFloat(fields.Float):
+    """A float that is finite; an integer too large for a float is a validation error, not a crash."""
+
+    def _validated(self, value: Any) -> float:
+        try:
+            return super()._validated(value)
+        except OverflowError as exc:
+            raise self.make_error("invalid") from exc
+
+
+def json_depth(value: Any) -> int:
+    depth = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            depth = max(depth, level)
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            depth = max(depth, level)
+            stack.extend((child, level + 1) for child in item)
+    return depth
+
+
+# The ECO extras of a signal, stored in its meta as the ECO backend did: (stored name, accepted names).
+SIGNAL_EXTRAS = (
+    ("session_id", ("session_id",)),
+    ("response_id", ("response_id", "responseId")),
+    ("user_id", ("user_id", "userId")),
+    ("guest_id", ("guest_id", "guestId")),
+)
+
+
+@dataclass(frozen=True)
+class SignalInput:
+    interaction_id: uuid.UUID
+    name: str
+    type: str
+    meta: dict[str, Any]
+    value: float | None
+    ts: datetime | None
+    signal_id: uuid.UUID | None
+    # session_id, response_id, user_id, guest_id when the client gave them.
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+def _eco_id() -> fields.String:
+    return fields.String(allow_none=True, validate=validate.Length(max=ECO_ID_MAX_CHARS))
+
+
+def _first_given(data: dict[str, Any], names: tuple[str, ...]) -> Any:
+    return next((data[name] for name in names if data.get(name) is not None), None)
+
+
+class SignalSchema(Schema):
+    """One passive signal from the browser, with the ECO backend's aliases (`interactionId`; `signal` for
+    `name`, which wins when both are given) and extras."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    interaction_id = fields.UUID(required=True)
+    interactionId = fields.UUID(allow_none=True, metadata={"description": "another name for interaction_id"})
+    name = fields.String(required=True, validate=[validate.Length(min=1), SIGNAL_NAME])
+    type = fields.String(
+        load_default=SIGNAL_TYPE_DEFAULT,
+        validate=[validate.Length(min=1, max=SIGNAL_TYPE_MAX_CHARS), SIGNAL_NAME],
+    )
+    meta = fields.Dict(keys=fields.String(), load_default=dict)
+    value = FiniteFloat(allow_nan=False, allow_none=True, load_default=None)
+    ts = fields.AwareDateTime(allow_none=True, load_default=None)
+    signal_id = fields.UUID(allow_none=True, load_default=None)
+    session_id = _eco_id()
+    response_id = _eco_id()
+    responseId = _eco_id()
+    user_id = _eco_id()
+    userId = _eco_id()
+    guest_id = _eco_id()
+    guestId = _eco_id()
+
+    def __init__(self, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limits = limits
+
+    @pre_load
+    def _aliases(self, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        alias = data.pop("signal", None)
+        if data.get("name") is None and alias is not None:
+            data["name"] = alias
+        if data.get("interaction_id") is None and data.get("interactionId") is not None:
+            data["interaction_id"] = data["interactionId"]
+        return data
+
+    @validates("name")
+    def _name_length(self, value: str, **kwargs: Any) -> None:
+        if len(value) > self.limits.signal_name_chars:
+            raise ValidationError(f"longer than {self.limits.signal_name_chars} characters")
+
+    @validates("meta")
+    def _meta_bounds(self, value: dict[str, Any], **kwargs: Any) -> None:
+        check_meta_bounds(value, self.limits)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **kwargs: Any) -> SignalInput:
+        extras = {stored: _first_given(data, names) for stored, names in SIGNAL_EXTRAS}
+        return SignalInput(
+            interaction_id=data["interaction_id"],
+            name=data["name"],
+            type=data["type"],
+            meta=data["meta"],
+            value=data["value"],
+            ts=data["ts"],
+            signal_id=data["signal_id"],
+            extras={key: value for key, value in extras.items() if value is not None},
+        )
+
+
+def check_meta_bounds(value: dict[str, Any], limits: Limits) -> None:
+    if json_depth(value) > limits.signal_meta_depth:
+        raise ValidationError(f"nested deeper than {limits.signal_meta_depth} levels")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > limits.signal_meta_bytes:
+        raise ValidationError(f"larger than {limits.signal_meta_bytes} bytes as JSON")
+
+
+# Where a history item's text may be, first found wins (the ECO backend's list).
+MESSAGE_CONTENT_KEYS = ("content", "text", "mensagem", "message", "delta", "value")
+
+
+class ChatMessageSchema(Schema):
+    """One history item: `role` defaults to user; the text is under any of MESSAGE_CONTENT_KEYS."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    role = fields.String(load_default="user", validate=validate.OneOf(["user", "assistant", "system"]))
+    content = fields.String(load_default="", allow_none=True)
+    text = fields.String(allow_none=True)
+    mensagem = fields.String(allow_none=True)
+    message = fields.String(allow_none=True)
+    delta = fields.String(allow_none=True)
+    value = fields.String(allow_none=True)
+    id = fields.String(
+        allow_none=True, validate=[validate.Length(min=1, max=CLIENT_MESSAGE_ID_MAX_CHARS), HEADER_SAFE]
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **kwargs: Any) -> ChatItem:
+        content = next((data[k] for k in MESSAGE_CONTENT_KEYS if data.get(k)), "")
+        return ChatItem(ChatMessage(data["role"], content), data.get("id"))
+
+
+@dataclass(frozen=True)
+class ChatItem:
+    message: ChatMessage
+    id: str | None
+
+
+@dataclass(frozen=True)
+class AskInput:
+    messages: list[ChatMessage]
+    client_message_id: str | None
+    user_id: uuid.UUID | None
+    stream: bool | None
+    # The ECO extras the interaction's meta keeps (sessionMeta, clientHour, isGuest, guestId).
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> str:
+        return self.messages[-1].content
+
+
+# Aliases, first found wins (ECO_CONTRACT.md).
+HISTORY_KEYS = ("messages", "mensagens")
+DIRECT_KEYS = ("text", "texto", "mensagem", "message")
+CLIENT_MESSAGE_ID_KEYS = ("clientMessageId", "client_message_id", "messageId", "message_id")
+USER_ID_KEYS = ("usuario_id", "usuarioId", "user_id", "userId")
+
+
+def _client_message_id() -> fields.String:
+    # Echoed back in the X-Eco-Client-Message-Id header, where a control character cannot go.
+    return fields.String(
+        allow_none=True, validate=[validate.Length(min=1, max=CLIENT_MESSAGE_ID_MAX_CHARS), HEADER_SAFE]
+    )
+
+
+def _history() -> fields.List:
+    return fields.List(
+        fields.Nested(ChatMessageSchema), allow_none=True, validate=validate.Length(min=1, max=200)
+    )
+
+
+def _user_id() -> fields.String:
+    return fields.String(
+        allow_none=True,
+        validate=validate.Length(max=ECO_ID_MAX_CHARS),
+        metadata={"description": "a uuid; any other value is dropped (stored as null), not refused"},
+    )
+
+
+def as_uuid(value: str | None) -> uuid.UUID | None:
+    """The uuid in `value`, or None: the ECO app may send a user id that is not one, and loses nothing."""
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        return None
+
+
+class AskSchema(Schema):
+    """An ask as the ECO web app sends it: a `messages`/`mensagens` history whose last non-empty user message
+    is the prompt, otherwise `text`, `texto`, `mensagem` or `message`; ids and extras under their aliases."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    messages = _history()
+    mensagens = _history()
+    text = fields.String(allow_none=True)
+    texto = fields.String(allow_none=True)
+    mensagem = fields.String(allow_none=True)
+    message = fields.String(allow_none=True)
+    clientMessageId = _client_message_id()
+    client_message_id = _client_message_id()
+    messageId = _client_message_id()
+    message_id = _client_message_id()
+    usuario_id = _user_id()
+    usuarioId = _user_id()
+    user_id = _user_id()
+    userId = _user_id()
+    isGuest = fields.Boolean(allow_none=True, metadata={"description": "truthy: the interaction has no user"})
+    guestId = fields.String(allow_none=True, validate=validate.Length(max=ECO_ID_MAX_CHARS))
+    nome_usuario = fields.String(allow_none=True, validate=validate.Length(max=ECO_ID_MAX_CHARS))
+    contexto = fields.Dict(keys=fields.String(), allow_none=True)
+    sessionMeta = fields.Dict(keys=fields.String(), allow_none=True)
+    clientHour = FiniteFloat(allow_nan=False, allow_none=True)
+    client_hour = FiniteFloat(allow_nan=False, allow_none=True)
+    stream = fields.Boolean(
+        allow_none=True, metadata={"description": 'true, 1, "true", "1" or "yes" choose the stream'}
+    )
+
+    def __init__(self, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limits = limits
+
+    @validates("sessionMeta")
+    def _session_meta_bounds(self, value: dict[str, Any] | None, **kwargs: Any) -> None:
+        if value is not None:
+            check_meta_bounds(value, self.limits)
+
+    @validates_schema(skip_on_field_errors=True)
+    def _one_prompt(self, data: dict[str, Any], **kwargs: Any) -> None:
+        prompt = _prompt(data)
+        if prompt is None:
+            raise ValidationError(
+                "give `messages` (or `mensagens`) with a user message, or `text`, `texto`, `mensagem`"
+                " or `message`",
+                "message",
+            )
+        if not prompt.strip():
+            raise ValidationError("must not be blank", "message")
+        if len(prompt) > self.limits.ask_message_chars:
+            raise ValidationError(f"longer than {self.limits.ask_message_chars} characters", "message")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **kwargs: Any) -> AskInput:
+        items: list[ChatItem] = _first_given(data, HISTORY_KEYS) or []
+        users = [i for i, item in enumerate(items) if item.message.role == "user" and item.message.content]
+        if users:
+            # The last non-empty user message is the prompt; anything after it, and empty items, are dropped.
+            items = [item for item in items[: users[-1] + 1] if item.message.content]
+            history = [item.message for item in items]
+        else:
+            history = [ChatMessage("user", _first_given(data, DIRECT_KEYS))]
+        client_message_id = _first_given(data, CLIENT_MESSAGE_ID_KEYS)
+        if client_message_id is None:
+            client_message_id = next((item.id for item in reversed(items) if item.id is not None), None)
+        is_guest = bool(data.get("isGuest"))
+        user_id = None if is_guest else as_uuid(_first_given(data, USER_ID_KEYS))
+        extras = {
+            "sessionMeta": data.get("sessionMeta"),
+            "clientHour": _first_given(data, ("clientHour", "client_hour")),
+            "isGuest": data.get("isGuest"),
+            "guestId": data.get("guestId"),
+        }
+        meta = {key: value for key, value in extras.items() if value is not None}
+        return AskInput(history, client_message_id, user_id, data.get("stream"), meta)
+
+
+def _prompt(data: dict[str, Any]) -> str | None:
+    items: list[ChatItem] = _first_given(data, HISTORY_KEYS) or []
+    users = [item.message.content for item in items if item.message.role == "user" and item.message.content]
+    if users:
+        return users[-1]
+    return _first_given(data, DIRECT_KEYS)
+
+
+@functools.cache
+def signal_schema(limits: Limits) -> SignalSchema:
+    """One schema per set of limits, built once: building one costs more than loading a signal."""
+    return SignalSchema(limits)
+
+
+@functools.cache
+def ask_schema(limits: Limits) -> AskSchema:
+    """One schema per set of limits, built once: building one costs more than loading an ask."""
+    return AskSchema(limits)

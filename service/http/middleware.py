@@ -1,0 +1,108 @@
+"""Every error leaves as JSON: 4xx for the client's input, 503 with Retry-After for a database that is down,
+and a bare 500 with no detail for anything unforeseen (logged with its traceback, never sent)."""
+
+from __future__ import annotations
+
+import math
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from loguru import logger
+from marshmallow import ValidationError
+
+from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable
+from service.config import IPNetwork
+from service.http.errors import ApiError, code_for, details_of, error_response
+from service.http.headers import HEADER_INTERACTION_ID, header_uuid
+from service.keys import CONFIG, RATE_LIMITER
+
+IPAddress = IPv4Address | IPv6Address
+
+# Route names (see routes.py) that count against the per-client rate limit.
+RATE_LIMITED_ROUTES = frozenset({"ask-eco", "ask-eco-get", "signal", "interaction-signals"})
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        error = exc
+    except ValidationError as exc:
+        error = ApiError(
+            422, "validation_failed", "the request does not match the schema", details=details_of(exc)
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        error = ApiError(exc.status, code_for(exc), exc.reason, headers=headers)
+    except (DatabaseUnavailable, *CONNECTION_ERRORS) as exc:
+        logger.bind(code="db_unavailable").warning("database unavailable: {}", exc)
+        error = ApiError(
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+            headers={"Retry-After": str(request.app[CONFIG].retry_after_s)},
+        )
+    except Exception:
+        logger.bind(code="internal_error").exception("{} {} failed", request.method, request.path)
+        error = ApiError(500, "internal_error", "an unexpected error occurred")
+    logger.bind(code=error.error, interaction_id=_interaction_id(request)).info(
+        "{} {} -> {}: {}", request.method, request.path, error.status, error.message
+    )
+    return error_response(
+        error.status, error.error, error.message, details=error.details, headers=error.headers
+    )
+
+
+def _interaction_id(request: web.Request) -> str | None:
+    """The header's interaction id for the log, only when it is one: the header may be what was refused."""
+    try:
+        return header_uuid(request, HEADER_INTERACTION_ID)
+    except ValueError:
+        return None
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        return ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def _trusted(address: IPAddress | None, proxies: tuple[IPNetwork, ...]) -> bool:
+    return address is not None and any(address in network for network in proxies)
+
+
+def client_of(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
+    """The client's address, the rate limit's key. Behind trusted proxies it is the right-most address of
+    X-Forwarded-For that is not a proxy: each proxy appends the peer it saw, so what lies left of that was
+    written by the client and proves nothing. Never a header value the client picks (a guest id): a client
+    could mint itself a new bucket per request."""
+    remote = request.remote or ""
+    if not _trusted(_address(remote), proxies):
+        return remote
+    hops = [hop for value in request.headers.getall("X-Forwarded-For", ()) for hop in value.split(",")]
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            break
+        if not _trusted(address, proxies):
+            return str(address)
+    return remote
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.route.name in RATE_LIMITED_ROUTES:
+        wait_s = request.app[RATE_LIMITER].acquire(client_of(request, request.app[CONFIG].trusted_proxies))
+        if wait_s > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many requests from this client; slow down",
+                headers={"Retry-After": str(math.ceil(wait_s))},
+            )
+    return await handler(request)

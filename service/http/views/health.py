@@ -1,0 +1,47 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from outbox.errors import CONNECTION_ERRORS
+from service.keys import DATABASES, RELAY, SIDE_LOOPS, WRITER
+from service.store import migrations
+
+READY_TIMEOUT_S = 3.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when both databases answer, no migration is pending, every outbox loop runs and no relay loop's
+    last batches all failed; 503 with why not. `loops` reports each loop, for operators and the admin page."""
+    databases = request.app[DATABASES]
+    problems: list[str] = []
+    for role, pool, sets in migrations.roles(databases):
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                missing = await migrations.pending(pool, sets)
+        except (*CONNECTION_ERRORS, TimeoutError) as exc:
+            problems.append(f"{role} database unreachable: {exc.__class__.__name__}")
+            continue
+        if missing:
+            problems.append(f"{role} database has pending migrations: {', '.join(missing)}")
+    relay = request.app[RELAY]
+    writer = request.app[WRITER]
+    side_loops = request.app[SIDE_LOOPS]
+    problems.extend(relay.problems())
+    if not writer.running:
+        problems.append("intake writer not running")
+    problems.extend(f"{task.task_name} not running" for task in side_loops if not task.running)
+    loops = {
+        health.name: health.report()
+        for health in (*relay.loops, *writer.loops, *(task.health for task in side_loops))
+    }
+    if problems:
+        return web.json_response({"status": "unavailable", "problems": problems, "loops": loops}, status=503)
+    return web.json_response({"status": "ready", "loops": loops})

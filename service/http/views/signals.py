@@ -1,0 +1,94 @@
+"""POST /api/signal: passive signals from the browser, answered 202 once committed to the outbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from marshmallow import ValidationError
+
+from outbox.events import OutboxEvent
+from service.chat.schemas import SignalInput, SignalSchema, signal_schema
+from service.http.errors import validation_failed
+from service.http.headers import (
+    HEADER_GUEST_ID,
+    HEADER_IDEMPOTENCY_KEY,
+    HEADER_INTERACTION_ID,
+    HEADER_SESSION_ID,
+    header_text,
+    header_uuid,
+)
+from service.http.payload import BEACON_TYPES, read_json
+from service.http.signal_fast_path import fast_signal
+from service.keys import CONFIG, WRITER
+from service.target.rows import signal_event
+
+
+def _enriched_meta(signal: SignalInput, request: web.Request) -> dict[str, Any]:
+    """The meta the ECO backend stored: the client's, its ECO extras, and the request's context; the
+    header's guest id wins over the body's, and `guest_id_header` never overwrites the client's own."""
+    guest_id = header_text(request, HEADER_GUEST_ID)
+    extras = dict(signal.extras)
+    if "guest_id" in extras and guest_id is not None:
+        extras["guest_id"] = guest_id
+    extra = {
+        **extras,
+        "type": signal.type,
+        "ts": signal.ts.isoformat() if signal.ts else None,
+        "value": signal.value,
+        "session_id_header": header_text(request, HEADER_SESSION_ID),
+    }
+    meta = {**signal.meta, **{key: value for key, value in extra.items() if value is not None}}
+    if guest_id is not None:
+        meta.setdefault("guest_id_header", guest_id)
+    return meta
+
+
+def _load(schema: SignalSchema, item: Any, overrides: dict[str, str]) -> SignalInput:
+    if isinstance(item, dict):
+        item = {**item, **overrides}
+    fast = fast_signal(item, schema.limits)
+    return fast if fast is not None else schema.load(item)
+
+
+async def post_signal(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    body = await read_json(request, config.limits.signal_body_bytes, BEACON_TYPES)
+    overrides: dict[str, str] = {}
+    if interaction_id := header_uuid(request, HEADER_INTERACTION_ID):
+        overrides["interaction_id"] = interaction_id
+    idempotency_key = header_uuid(request, HEADER_IDEMPOTENCY_KEY)
+    schema = signal_schema(config.limits)
+
+    if isinstance(body, list):
+        if not body:
+            raise validation_failed({"_schema": ["a batch must hold at least one signal"]})
+        if len(body) > config.limits.signal_batch_items:
+            raise validation_failed(
+                {"_schema": [f"a batch holds at most {config.limits.signal_batch_items}"]}
+            )
+        if idempotency_key:
+            raise validation_failed({HEADER_IDEMPOTENCY_KEY: ["give signal_id per item in a batch"]})
+        signals: list[SignalInput] = []
+        errors: dict[str, Any] = {}
+        for index, item in enumerate(body):
+            try:
+                signals.append(_load(schema, item, overrides))
+            except ValidationError as exc:
+                errors[str(index)] = exc.messages
+        if errors:
+            raise validation_failed(errors)
+    else:
+        if idempotency_key:
+            overrides["signal_id"] = idempotency_key
+        signals = [_load(schema, body, overrides)]
+
+    events: list[OutboxEvent] = [
+        signal_event(s.interaction_id, s.name, _enriched_meta(s, request), signal_id=s.signal_id)
+        for s in signals
+    ]
+    await request.app[WRITER].enqueue(events)
+    answers = [{"id": str(event.key), "status": "queued"} for event in events]
+    if isinstance(body, list):
+        return web.json_response(answers, status=202)
+    return web.json_response(answers[0], status=202)

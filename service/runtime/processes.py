@@ -1,0 +1,106 @@
+"""ECO_PROCESSES=N (formerly ECO_WORKERS): N service processes on one port, each running the whole app,
+relay included.
+
+The kernel spreads incoming connections over the processes (SO_REUSEPORT); their relays share the outbox
+safely because claims use FOR UPDATE SKIP LOCKED, and every relay wakes on the same NOTIFY. The workers keep
+their metrics in files of one private folder (prometheus-client's multiprocess mode), so /metrics, whichever
+worker answers it, sums them all; the folder goes with the supervisor. This process only supervises: it
+starts the embedded database once (when there is no DATABASE_URL), forwards SIGTERM and SIGINT to the
+workers as SIGTERM, and if one worker dies it stops the others and exits non-zero, so that whatever manages
+the service sees it fail.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from multiprocessing.connection import wait
+from pathlib import Path
+from types import FrameType
+
+from loguru import logger
+
+from service.config import Config
+from service.store.embedded import start_embedded_postgres
+
+# prometheus-client reads this variable when a worker first imports it, to pick its file-backed values.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+STOP_TIMEOUT_S = 30.0
+ORPHAN_CHECK_S = 1.0
+
+
+def _stop_when_orphaned(parent_pid: int) -> None:
+    """A worker whose supervisor was killed (SIGKILL cannot be forwarded) stops itself gracefully."""
+    while os.getppid() == parent_pid:
+        time.sleep(ORPHAN_CHECK_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(config: Config, parent_pid: int) -> None:
+    from service.runtime.logs import setup_logging
+    from service.runtime.server import serve
+
+    # Its own process group: a Ctrl-C in the terminal reaches the supervisor only, which forwards it once.
+    os.setpgrp()
+    setup_logging(config.log_json, config.log_level)
+    threading.Thread(target=_stop_when_orphaned, args=(parent_pid,), daemon=True).start()
+    serve(replace(config, processes=1), reuse_port=True)
+
+
+def supervise(config: Config) -> None:
+    if config.database_url is None:
+        config = replace(config, database_url=start_embedded_postgres(config.data_dir))
+    metrics_dir = Path(tempfile.mkdtemp(prefix="eco-metrics-"))
+    # Inherited by the spawned workers, which import prometheus-client afresh.
+    os.environ[METRICS_DIR_ENV] = str(metrics_dir)
+    try:
+        _supervise(replace(config, metrics_dir=metrics_dir))
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(config: Config) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker, args=(config, os.getpid()), name=f"eco-worker-{number}")
+        for number in range(config.processes)
+    ]
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for worker in workers:
+        worker.start()
+    if stopping:
+        stop(signal.SIGTERM, None)
+    logger.info(
+        "eco-outbox: {} service processes on http://{}:{}", config.processes, config.host, config.port
+    )
+    wait([worker.sentinel for worker in workers])
+    if not stopping:
+        failed = [worker for worker in workers if worker.exitcode is not None]
+        logger.bind(code="worker_exited").error(
+            "worker {} exited with {}; stopping the others", failed[0].name, failed[0].exitcode
+        )
+        stop(signal.SIGTERM, None)
+    for worker in workers:
+        worker.join(STOP_TIMEOUT_S)
+        if worker.exitcode is None:
+            worker.kill()
+            worker.join()
+    if any(worker.exitcode for worker in workers) or not stopping:
+        sys.exit(1)

@@ -1,0 +1,106 @@
+"""The engine on a target of its own (tests/outbox/toy.py): it delivers parents before children, holds a
+child whose parent is missing and releases it when the parent lands, isolates the rows the target refuses,
+and is idempotent on keys. Real PostgreSQL, no ECO table involved."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import aiopg
+import pytest
+
+from outbox import admin
+from outbox.enqueue import OutboxWriter
+from outbox.relay import Relay
+from outbox.target import Target
+from tests.conftest import TEST_RELAY
+from tests.helpers import fetch, scalar
+from tests.outbox.toy import (
+    CHILD,
+    PARENT,
+    TOY_TARGET,
+    child_event,
+    create_toy_tables,
+    deliver_parents,
+    parent_event,
+)
+
+
+@pytest.fixture
+async def writer(db: aiopg.Pool) -> AsyncIterator[OutboxWriter]:
+    await create_toy_tables(db)
+    writer = OutboxWriter(db)
+    await writer.start()
+    yield writer
+    await writer.close()
+
+
+async def states(db: aiopg.Pool) -> dict[str, str]:
+    return dict(await fetch(db, "SELECT key::text, state FROM eco_outbox.events"))
+
+
+async def test_parents_first_in_one_batch(db: aiopg.Pool, writer: OutboxWriter) -> None:
+    parent = uuid.uuid4()
+    # The child is enqueued first: the target's order, not the outbox's, decides.
+    await writer.enqueue([child_event(parent, "hello"), parent_event(parent, "p")])
+
+    outcome = await Relay(db, db, TOY_TARGET, TEST_RELAY).run_once()
+
+    assert (outcome.claimed, outcome.delivered, outcome.retried) == (2, 2, 0)
+    assert await fetch(db, "SELECT parent_id, note FROM toy.children") == [(parent, "hello")]
+    assert set((await states(db)).values()) == {"delivered"}
+
+
+async def test_a_child_waits_for_its_parent_and_is_released_when_it_lands(
+    db: aiopg.Pool, writer: OutboxWriter
+) -> None:
+    parent = uuid.uuid4()
+    [child] = await writer.enqueue([child_event(parent, "early")])
+    relay = Relay(
+        db, db, TOY_TARGET, replace(TEST_RELAY, backoff=replace(TEST_RELAY.backoff, base_ms=60_000))
+    )
+
+    held = await relay.run_once()
+    assert (held.delivered, held.retried) == (0, 1)
+    [(state, error, due_later)] = await fetch(
+        db, "SELECT state, last_error, next_attempt_at > now() FROM eco_outbox.events"
+    )
+    assert (state, error, due_later) == ("pending", "parent_missing", True)
+
+    await writer.enqueue([parent_event(parent, "late")])
+    landed = await relay.run_once()
+    assert landed.released_groups == [str(parent)]
+    # Released: due now, not after its minute of backoff.
+    again = await relay.run_once()
+    assert again.delivered == 1
+    assert await scalar(db, "SELECT note FROM toy.children WHERE id = %s", (str(child.event.key),)) == "early"
+
+
+async def test_a_refused_row_is_isolated_and_dead_lettered(db: aiopg.Pool, writer: OutboxWriter) -> None:
+    parent = uuid.uuid4()
+    good = [child_event(parent, f"ok {n}") for n in range(5)]
+    bad = child_event(parent, "far too long for the target")
+    await writer.enqueue([parent_event(parent, "p"), *good[:2], bad, *good[2:]])
+
+    outcome = await Relay(db, db, TOY_TARGET, replace(TEST_RELAY, max_attempts=1)).run_once()
+
+    assert (outcome.delivered, outcome.dead) == (6, 1)
+    assert await scalar(db, "SELECT count(*) FROM toy.children") == 5
+    [letter] = await admin.list_dead(db)
+    assert (letter.kind, letter.key, letter.group_key) == (CHILD, str(bad.key), str(parent))
+    assert letter.last_error is not None and letter.last_error.startswith("23514")
+
+
+async def test_enqueue_is_idempotent_on_kind_and_key(db: aiopg.Pool, writer: OutboxWriter) -> None:
+    parent = uuid.uuid4()
+    [first] = await writer.enqueue([parent_event(parent, "p")])
+    [second] = await writer.enqueue([parent_event(parent, "p again")])
+    assert (first.inserted, second.inserted) == (True, False)
+    assert await scalar(db, "SELECT count(*) FROM eco_outbox.events WHERE kind = %s", (PARENT,)) == 1
+
+
+def test_a_target_names_only_kinds_it_delivers() -> None:
+    with pytest.raises(ValueError, match="waits_on"):
+        Target(deliverers={PARENT: deliver_parents}, waits_on={CHILD: frozenset({PARENT})})
