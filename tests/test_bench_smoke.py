@@ -4,6 +4,7 @@ figures themselves are the bench's business, not the suite's; what was delivered
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 
@@ -69,3 +70,30 @@ async def test_the_quick_bench_prints_one_full_table(server_dsn: str) -> None:
     lost = {row[0]: (row[1], row[2]) for row in rows[2:] if row[0].startswith("signals lost")}
     assert {ours for ours, _ in lost.values()} == {"0"}
     assert lost[MEASUREMENTS[-1]][1] == "10"
+
+
+@pytest.mark.slow
+async def test_the_ab_bench_runs_both_sides_and_prints_medians(server_dsn: str) -> None:
+    """`python -m tests.bench.ab`, this tree against itself: each side delivers the whole backlog."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.bench.ab",
+        "relay",
+        f"--base={PROJECT_DIR}",
+        "--rounds=1",
+        "--backlog=2000",
+        cwd=PROJECT_DIR,
+        env={**os.environ, "DATABASE_URL": server_dsn},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(BENCH_TIMEOUT_S):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode(errors="replace")[-3000:]
+    lines = out.decode().splitlines()
+    names = [line.split(" (")[0].split(":")[0] for line in lines]
+    assert names == ["round 1 base", "round 1 this", "median base", "median this"]
+    for line in lines:
+        figures = json.loads(line.split(": ", 1)[1].split(" (load")[0])
+        assert figures["delivered"] == 2000 and figures["rows_s"] > 0

@@ -74,7 +74,9 @@ class InteractionRun:
         self._first_token_ms: int | None = None
         self._telemetry: list[OutboxEvent] = []
         self._completion: asyncio.Task[bool] | None = None
-        self._stop = asyncio.Event()
+        self._stopping = False
+        # The task awaiting the responder's next piece, while it awaits: the one a stop cancels.
+        self._reading: asyncio.Task[Any] | None = None
         self.finish_reason: str | None = None
         self._row = InteractionRow(
             id=self.interaction_id,
@@ -106,7 +108,13 @@ class InteractionRun:
         self._telemetry.append(signal_event(self.interaction_id, name, {"type": "server", **meta}))
 
     def request_stop(self) -> None:
-        self._stop.set()
+        """End the run at its next piece, or at once if it is waiting on the responder: the waiting read is
+        cancelled from here, so that a chunk costs no stop waiter of its own."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._reading is not None:
+            self._reading.cancel()
 
     async def open(self) -> Event:
         """Commit the interaction and its `prompt_ready` telemetry in one statement; only then may
@@ -198,18 +206,26 @@ class InteractionRun:
         yield "done", self._done(total_ms)
 
     async def _next_or_stop(self, stream: AsyncIterator[str]) -> str:
-        next_piece = asyncio.ensure_future(anext(stream))
-        stopped = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({next_piece, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-            if not next_piece.done():
-                next_piece.cancel()
-                await asyncio.gather(next_piece, return_exceptions=True)
-        if next_piece.cancelled():
+        """The responder's next piece, read in this task; `_Stopped` when a stop came before or during it."""
+        if self._stopping:
             raise _Stopped
-        return next_piece.result()
+        task = asyncio.current_task()
+        assert task is not None
+        self._reading = task
+        try:
+            piece = await anext(stream)
+        except asyncio.CancelledError:
+            # Ours alone (uncancel leaves no other request) is a stop; any other cancel goes on up.
+            if self._stopping and task.uncancel() == 0:
+                raise _Stopped from None
+            raise
+        finally:
+            self._reading = None
+        if self._stopping:
+            # A responder that swallowed the stop's cancel: take the request back, and stop all the same.
+            task.uncancel()
+            raise _Stopped
+        return piece
 
     def _usage(self) -> tuple[int, int]:
         tokens_in = sum(estimate_tokens(message.content) for message in self._ask.messages)
