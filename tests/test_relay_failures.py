@@ -5,6 +5,7 @@ cancel is told apart from a real one; a loop that dies is restarted; no request 
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,9 +26,12 @@ from outbox.relay import Relay
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
-from tests.helpers import fetch, insert_interaction, scalar, wait_for
+from tests.helpers import fetch, insert_interaction, probe, scalar, wait_for
 
 NOT_READY_BATCHES = "eco_outbox_relay_batch_failures_total"
+# Longer than the test: a second attempt inside it can only come from a wake that ended the pause.
+OUTAGE_PAUSE_S = 60.0
+WAKE_STORM_S = 2.0
 
 
 def pg_error(cls: type[psycopg2.Error], pgcode: str | None) -> psycopg2.Error:
@@ -235,3 +239,38 @@ async def test_a_signal_whose_parent_is_pending_in_the_outbox_is_not_charged(db:
     # Released by its parent's delivery: due now, not at its wait.
     assert (await relay.run_once()).delivered == 1
     assert await scalar(db, "select state from eco_outbox.events where key = %s", (signal_id,)) == "delivered"
+
+
+async def test_a_wake_does_not_cut_the_outage_pause_short() -> None:
+    """Under intake load a NOTIFY comes every few milliseconds: were each to end the pause, a database that
+    just failed would be hit as often. The relay, on a server that refuses connections, fails once and
+    pauses; a storm of wakes must not bring a second attempt before the pause ends."""
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        refused_dsn = f"host=127.0.0.1 port={probe_socket.getsockname()[1]} dbname=none user=none"
+    pool = await aiopg.create_pool(refused_dsn, minsize=0, maxsize=1, timeout=5, enable_hstore=False)
+    settings = replace(
+        TEST_RELAY, loops=1, outage_pause_min_s=OUTAGE_PAUSE_S, outage_pause_max_s=OUTAGE_PAUSE_S
+    )
+    relay = Relay(pool, pool, ECO_TARGET, settings)
+    relay.start()
+    try:
+        [health] = relay.loops
+        await wait_for(probe(lambda: health.consecutive_failures), lambda failures: failures == 1)
+        assert health.last_failure_class == Failure.OUTAGE
+        wakes = 0
+
+        async def storm_and_count() -> int:
+            nonlocal wakes
+            relay.wake()
+            wakes += 1
+            return health.consecutive_failures
+
+        # With the pause cut short by a wake, the second failure comes within milliseconds.
+        with pytest.raises(AssertionError, match="condition not met"):
+            await wait_for(storm_and_count, lambda failures: failures > 1, timeout_s=WAKE_STORM_S)
+        assert wakes > 10 and health.consecutive_failures == 1
+    finally:
+        await relay.stop()
+        pool.close()
+        await pool.wait_closed()
