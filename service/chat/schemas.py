@@ -155,7 +155,10 @@ class SignalSchema(Schema):
 
     @post_load
     def _make(self, data: dict[str, Any], **kwargs: Any) -> SignalInput:
-        extras = {stored: _first_given(data, names) for stored, names in SIGNAL_EXTRAS}
+        extras = {}
+        for stored, names in SIGNAL_EXTRAS:
+            if (value := _first_given(data, names)) is not None:
+                extras[stored] = value
         return SignalInput(
             interaction_id=data["interaction_id"],
             name=data["name"],
@@ -164,7 +167,7 @@ class SignalSchema(Schema):
             value=data["value"],
             ts=data["ts"],
             signal_id=data["signal_id"],
-            extras={key: value for key, value in extras.items() if value is not None},
+            extras=extras,
         )
 
 

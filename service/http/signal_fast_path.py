@@ -134,7 +134,7 @@ def _check(field: fields.Field) -> Check | None:
     return check
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Field:
     attribute: str
     data_key: str
@@ -175,7 +175,11 @@ class SignalFastPath:
         # Fields the item may give; the schema's other fields send the item to the schema.
         self._given = {spec.data_key: spec for name, spec in specs.items() if name in schema.COMMON_FIELDS}
         # Fields that matter when absent: a required one is an error, a default one is loaded.
-        self._absent = [spec for spec in specs.values() if spec.required or spec.load_default is not missing]
+        self._absent = [
+            (spec.data_key, spec.attribute, spec.required, spec.load_default, callable(spec.load_default))
+            for spec in specs.values()
+            if spec.required or spec.load_default is not missing
+        ]
         # (attribute, data key, the schema's @validates method) for each field a method names.
         self._validators: list[tuple[str, str, Callable[..., Any]]] = []
         for name, _, kwargs in hooks[VALIDATES]:
@@ -199,11 +203,14 @@ class SignalFastPath:
             data = item
             for hook in self._pre_load:
                 data = hook(data, many=False, partial=None, unknown=None)
-            if type(data) is not dict or not data.keys() <= self._given.keys():
+            if type(data) is not dict:
                 return None
+            given = self._given
             result = {}
             for key, raw in data.items():
-                spec = self._given[key]
+                spec = given.get(key)
+                if spec is None:
+                    return None
                 if raw is None:
                     if not spec.allow_none:
                         return None
@@ -212,12 +219,11 @@ class SignalFastPath:
                 if spec.check is None or (value := spec.check(raw)) is UNSURE:
                     return None
                 result[spec.attribute] = value
-            for spec in self._absent:
-                if spec.data_key not in data:
-                    if spec.required:
+            for data_key, attribute, required, default, make_default in self._absent:
+                if data_key not in data:
+                    if required:
                         return None
-                    default = spec.load_default
-                    result[spec.attribute] = default() if callable(default) else default
+                    result[attribute] = default() if make_default else default
             for attribute, data_key, validator in self._validators:
                 if attribute in result:
                     validator(result[attribute], data_key=data_key)
