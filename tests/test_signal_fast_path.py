@@ -6,12 +6,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from marshmallow import ValidationError, validate, validates_schema
+from marshmallow import fields as mm_fields
 
 from service.chat.schemas import SignalSchema
 from service.config import Limits
-from service.http.signal_fast_path import FIELDS, fast_signal
+from service.http.signal_fast_path import fast_signal, signal_fast_path
 
 # Tight limits, so that generated values cross every bound.
 LIMITS = Limits(signal_name_chars=8, signal_meta_bytes=64, signal_meta_depth=3)
@@ -126,5 +129,69 @@ def test_what_the_schema_must_word_is_left_to_it() -> None:
 
 
 def test_the_fast_path_reads_only_fields_the_schema_declares() -> None:
-    """Its one field of its own is `signal`, the alias the schema's pre_load reads."""
-    assert FIELDS - {"signal"} <= SCHEMA.declared_fields.keys()
+    """`signal`, the alias, is read by the schema's own pre_load before the fast path looks at the keys."""
+    fast = signal_fast_path(SCHEMA)
+    assert fast.fields <= SCHEMA.declared_fields.keys()
+    assert fast.fields == SCHEMA.COMMON_FIELDS
+
+
+def test_the_eco_app_common_shapes_never_fall_back() -> None:
+    for item in (
+        {"signal": "done", "interaction_id": str(uuid.uuid4()), "session_id": "s-1"},
+        {"name": "view", "interaction_id": str(uuid.uuid4()), "meta": {"page": "/chat"}, "value": 1.5},
+    ):
+        fast = signal_fast_path(SCHEMA)(item)
+        assert fast is not None
+        assert fast == SCHEMA.load(item)
+
+
+def _no_digits(value: str) -> None:
+    """A rule the fast path has no table entry for."""
+    if any(char.isdigit() for char in value):
+        raise ValidationError("no digits")
+
+
+class WithTag(SignalSchema):
+    COMMON_FIELDS = SignalSchema.COMMON_FIELDS | {"tag"}
+    tag = mm_fields.String(validate=_no_digits)
+
+
+def test_a_field_with_an_unknown_validator_makes_the_fast_path_fall_back() -> None:
+    schema = WithTag(LIMITS)
+    fast = signal_fast_path(schema)
+    base = {"interaction_id": str(uuid.uuid4()), "name": "view"}
+    assert schema.load({**base, "tag": "x"}) is not None  # the schema takes it (the tag is dropped) ...
+    with pytest.raises(ValidationError):
+        schema.load({**base, "tag": "x1"})  # ... and refuses this one: its rule is the schema's alone
+    assert fast({**base, "tag": "x"}) is None
+    assert fast({**base, "tag": "x1"}) is None
+    assert fast(base) == schema.load(base)  # without the field, nothing unknown is in the way
+
+
+class StricterName(SignalSchema):
+    name = mm_fields.String(required=True, validate=[validate.Length(min=1), _no_digits])
+
+
+class AnotherFieldClass(SignalSchema):
+    COMMON_FIELDS = SignalSchema.COMMON_FIELDS | {"count"}
+    count = mm_fields.Integer(validate=validate.Range(min=0))
+
+
+class RequiredElsewhere(SignalSchema):
+    origin = mm_fields.String(required=True)
+
+
+class WithSchemaRule(SignalSchema):
+    @validates_schema
+    def _never(self, data: dict[str, Any], **kwargs: Any) -> None:
+        raise ValidationError("refused")
+
+
+def test_rules_the_fast_path_does_not_know_send_every_such_item_to_the_schema() -> None:
+    base = {"interaction_id": str(uuid.uuid4()), "name": "view7"}
+    assert signal_fast_path(StricterName(LIMITS))(base) is None
+    assert signal_fast_path(AnotherFieldClass(LIMITS))({**base, "count": 3}) is None
+    assert signal_fast_path(RequiredElsewhere(LIMITS))(base) is None
+    assert signal_fast_path(RequiredElsewhere(LIMITS))({**base, "origin": "web"}) is None
+    assert signal_fast_path(WithSchemaRule(LIMITS))(base) is None
+    assert signal_fast_path(SCHEMA)(base) is not None

@@ -9,7 +9,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import (
     EXCLUDE,
@@ -88,7 +88,12 @@ def _eco_id() -> fields.String:
 
 
 def _first_given(data: dict[str, Any], names: tuple[str, ...]) -> Any:
-    return next((data[name] for name in names if data.get(name) is not None), None)
+    """A plain loop: a signal's post_load calls this once per extra, on the fast path too."""
+    for name in names:
+        value = data.get(name)
+        if value is not None:
+            return value
+    return None
 
 
 class SignalSchema(Schema):
@@ -97,6 +102,12 @@ class SignalSchema(Schema):
 
     class Meta:
         unknown = EXCLUDE
+
+    # The fields the ECO app's common signals give (`signal` reaches `name` through _aliases), which the
+    # fast path (service/http/signal_fast_path.py) loads without marshmallow; any other sends it here.
+    COMMON_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"interaction_id", "name", "type", "meta", "value", "ts", "signal_id", "session_id"}
+    )
 
     interaction_id = fields.UUID(required=True)
     interactionId = fields.UUID(allow_none=True, metadata={"description": "another name for interaction_id"})
@@ -144,7 +155,10 @@ class SignalSchema(Schema):
 
     @post_load
     def _make(self, data: dict[str, Any], **kwargs: Any) -> SignalInput:
-        extras = {stored: _first_given(data, names) for stored, names in SIGNAL_EXTRAS}
+        extras = {}
+        for stored, names in SIGNAL_EXTRAS:
+            if (value := _first_given(data, names)) is not None:
+                extras[stored] = value
         return SignalInput(
             interaction_id=data["interaction_id"],
             name=data["name"],
@@ -153,7 +167,7 @@ class SignalSchema(Schema):
             value=data["value"],
             ts=data["ts"],
             signal_id=data["signal_id"],
-            extras={key: value for key, value in extras.items() if value is not None},
+            extras=extras,
         )
 
 

@@ -1,92 +1,245 @@
-"""The common signal, validated without marshmallow: loading one through SignalSchema costs more than the
-rest of the request's own work, and intake runs at thousands of signals a second.
+"""The common signal, loaded by SignalSchema's own rules without running marshmallow: loading one through the
+schema costs more than the rest of the request's own work, and intake runs at thousands of signals a second.
 
-`fast_signal` accepts only what SignalSchema accepts and returns the same SignalInput; anything it is not
-sure about (a `ts`, a numeric string, an alias other than `signal`, an ECO extra other than `session_id`, an
-unknown field, any field it would reject) returns None, and the caller loads it with the schema, which also
-words the errors. tests/test_signal_fast_path.py holds the two to the same answers.
+`signal_fast_path(schema)` reads the schema once: each field's data key, `required`, `allow_none`,
+`load_default`, class and validators, and the schema's pre_load, @validates and post_load methods, which it
+calls as they are. A field class or validator outside the two small tables below, a schema-level validator,
+a field given outside the schema's COMMON_FIELDS, or a value the field would have to coerce makes it answer
+None, and the caller loads the item with the schema, which also words the errors. So a field or rule added
+to the schema can make the fast path fall back more often, never accept what the schema refuses.
+tests/test_signal_fast_path.py holds the two to the same answers.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import ValidationError
+from marshmallow import ValidationError, fields, missing, validate
+from marshmallow.decorators import POST_LOAD, PRE_LOAD, VALIDATES, VALIDATES_SCHEMA
 
-from service.chat.schemas import (
-    ECO_ID_MAX_CHARS,
-    SIGNAL_NAME_PATTERN,
-    SIGNAL_TYPE_DEFAULT,
-    SIGNAL_TYPE_MAX_CHARS,
-    SignalInput,
-    check_meta_bounds,
-)
+from service.chat.schemas import FiniteFloat, SignalInput, SignalSchema, signal_schema
 from service.config import Limits
 
-# The schema's fields this path reads, and `signal`, the alias the ECO web app names its lifecycle signals
-# with (the most common signal of all); any other field is left to the schema.
-FIELDS = frozenset(
-    {"interaction_id", "name", "signal", "type", "meta", "value", "ts", "signal_id", "session_id"}
-)
-NAME = re.compile(SIGNAL_NAME_PATTERN)
+# What a check answers when it is not sure the schema would load the value to the same thing.
+UNSURE = object()
+
+Check = Callable[[Any], Any]
 
 
-def _uuid(value: Any) -> uuid.UUID | None:
+def _uuid(value: Any) -> Any:
     if type(value) is not str:
-        return None
+        return UNSURE
     try:
         return uuid.UUID(value)
     except ValueError:
-        return None
+        return UNSURE
 
 
-def _name(value: Any, max_chars: int) -> str | None:
-    if type(value) is not str or not 0 < len(value) <= max_chars or NAME.match(value) is None:
-        return None
-    return value
+def _string(value: Any) -> Any:
+    return value if type(value) is str else UNSURE
 
 
-def _meta(value: Any, limits: Limits) -> dict[str, Any] | None:
-    if type(value) is not dict:
-        return None
-    try:
-        check_meta_bounds(value, limits)
-    except ValidationError:
-        return None
+def _float_check(field: fields.Field) -> Check:
+    allow_nan = field.allow_nan
+
+    def check(value: Any) -> Any:
+        if type(value) is not int and type(value) is not float:
+            return UNSURE
+        try:
+            number = float(value)
+        except OverflowError:
+            return UNSURE
+        return number if allow_nan or math.isfinite(number) else UNSURE
+
+    return check
+
+
+def _string_keyed_dict(value: Any) -> Any:
+    if type(value) is not dict or any(type(key) is not str for key in value):
+        return UNSURE
     return dict(value)
 
 
-def fast_signal(item: Any, limits: Limits) -> SignalInput | None:
-    """The SignalInput SignalSchema would load from `item`, or None to let the schema decide."""
-    if type(item) is not dict or not item.keys() <= FIELDS or item.get("ts") is not None:
+def _dict_check(field: fields.Field) -> Check | None:
+    keys = field.key_field
+    if field.value_field is not None or (keys is not None and _check(keys) is not _string):
         return None
-    interaction_id = _uuid(item.get("interaction_id"))
-    # As the schema reads the alias: `name` wins; `signal` stands in when `name` is absent or null.
-    name = _name(
-        item["name"] if item.get("name") is not None else item.get("signal"), limits.signal_name_chars
-    )
-    kind = _name(item.get("type", SIGNAL_TYPE_DEFAULT), SIGNAL_TYPE_MAX_CHARS)
-    meta = _meta(item.get("meta", {}), limits)
-    if interaction_id is None or name is None or kind is None or meta is None:
-        return None
-    signal_id = item.get("signal_id")
-    if signal_id is not None and (signal_id := _uuid(signal_id)) is None:
-        return None
-    value = item.get("value")
-    if value is not None:
-        if type(value) not in (int, float):
+    return _string_keyed_dict
+
+
+# Field class (exactly, not a subclass, which may load differently) -> the check for a field of it, or None
+# when the field is configured in a way the check does not cover.
+FIELD_CHECKS: dict[type[fields.Field], Callable[[fields.Field], Check | None]] = {
+    fields.UUID: lambda field: _uuid,
+    fields.String: lambda field: _string,
+    fields.Float: _float_check,
+    FiniteFloat: _float_check,
+    fields.Dict: _dict_check,
+}
+
+
+def _length(rule: validate.Length) -> Callable[[Any], bool]:
+    if rule.equal is not None:
+        return lambda value: len(value) == rule.equal
+    low = 0 if rule.min is None else rule.min
+    high = math.inf if rule.max is None else rule.max
+    return lambda value: low <= len(value) <= high
+
+
+def _one_of(rule: validate.OneOf) -> Callable[[Any], bool]:
+    def accepts(value: Any) -> bool:
+        try:
+            return value in rule.choices
+        except TypeError:
+            return False
+
+    return accepts
+
+
+# Validator class (exactly) -> a predicate that holds where the validator passes.
+VALIDATOR_CHECKS: dict[type, Callable[[Any], Callable[[Any], bool]]] = {
+    validate.Length: _length,
+    validate.Regexp: lambda rule: lambda value: rule.regex.match(value) is not None,
+    validate.OneOf: _one_of,
+}
+
+
+def _check(field: fields.Field) -> Check | None:
+    """The field's deserialization and validators as one plain check, or None if either is unknown."""
+    make = FIELD_CHECKS.get(type(field))
+    base = make(field) if make is not None else None
+    predicates = []
+    for rule in field.validators:
+        make_predicate = VALIDATOR_CHECKS.get(type(rule))
+        if make_predicate is None:
+            return None
+        predicates.append(make_predicate(rule))
+    if base is None or not predicates:
+        return base
+
+    def check(value: Any) -> Any:
+        loaded = base(value)
+        if loaded is UNSURE:
+            return UNSURE
+        for holds in predicates:
+            if not holds(loaded):
+                return UNSURE
+        return loaded
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    attribute: str
+    data_key: str
+    required: bool
+    allow_none: bool
+    load_default: Any
+    check: Check | None
+
+
+class SignalFastPath:
+    """SignalSchema.load for the common signal, derived from one schema instance; None means "ask it"."""
+
+    def __init__(self, schema: SignalSchema) -> None:
+        hooks = type(schema).resolve_hooks()
+        self._usable = not (
+            schema.many
+            or schema.partial
+            or hooks[VALIDATES_SCHEMA]
+            or any(
+                many or kwargs.get("pass_original")
+                for tag in (PRE_LOAD, POST_LOAD)
+                for _, many, kwargs in hooks[tag]
+            )
+        )
+        self._pre_load = [getattr(schema, name) for name, _, _ in hooks[PRE_LOAD]]
+        self._post_load = [getattr(schema, name) for name, _, _ in hooks[POST_LOAD]]
+        specs = {
+            name: _Field(
+                attribute=field.attribute or name,
+                data_key=field.data_key or name,
+                required=field.required,
+                allow_none=field.allow_none,
+                load_default=field.load_default,
+                check=_check(field),
+            )
+            for name, field in schema.load_fields.items()
+        }
+        # Fields the item may give; the schema's other fields send the item to the schema.
+        self._given = {spec.data_key: spec for name, spec in specs.items() if name in schema.COMMON_FIELDS}
+        # Fields that matter when absent: a required one is an error, a default one is loaded.
+        self._absent = [
+            (spec.data_key, spec.attribute, spec.required, spec.load_default, callable(spec.load_default))
+            for spec in specs.values()
+            if spec.required or spec.load_default is not missing
+        ]
+        # (attribute, data key, the schema's @validates method) for each field a method names.
+        self._validators: list[tuple[str, str, Callable[..., Any]]] = []
+        for name, _, kwargs in hooks[VALIDATES]:
+            for field_name in kwargs["field_names"]:
+                if field_name not in specs:
+                    self._usable = False
+                    continue
+                spec = specs[field_name]
+                self._validators.append((spec.attribute, spec.data_key, getattr(schema, name)))
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The keys an item may give (after the schema's pre_load) and still take the fast path."""
+        return frozenset(self._given)
+
+    def __call__(self, item: Any) -> SignalInput | None:
+        """The SignalInput the schema would load from `item`, or None to let the schema decide."""
+        if not self._usable or type(item) is not dict:
             return None
         try:
-            value = float(value)
-        except OverflowError:
+            data = item
+            for hook in self._pre_load:
+                data = hook(data, many=False, partial=None, unknown=None)
+            if type(data) is not dict:
+                return None
+            given = self._given
+            result = {}
+            for key, raw in data.items():
+                spec = given.get(key)
+                if spec is None:
+                    return None
+                if raw is None:
+                    if not spec.allow_none:
+                        return None
+                    result[spec.attribute] = None
+                    continue
+                if spec.check is None or (value := spec.check(raw)) is UNSURE:
+                    return None
+                result[spec.attribute] = value
+            for data_key, attribute, required, default, make_default in self._absent:
+                if data_key not in data:
+                    if required:
+                        return None
+                    result[attribute] = default() if make_default else default
+            for attribute, data_key, validator in self._validators:
+                if attribute in result:
+                    validator(result[attribute], data_key=data_key)
+            for hook in self._post_load:
+                result = hook(result, many=False, partial=None, unknown=None)
+        except ValidationError:
             return None
-        if not math.isfinite(value):
-            return None
-    session_id = item.get("session_id")
-    if session_id is not None and (type(session_id) is not str or len(session_id) > ECO_ID_MAX_CHARS):
-        return None
-    extras = {"session_id": session_id} if session_id is not None else {}
-    return SignalInput(interaction_id, name, kind, meta, value, None, signal_id, extras)
+        return result if isinstance(result, SignalInput) else None
+
+
+@functools.cache
+def signal_fast_path(schema: SignalSchema) -> SignalFastPath:
+    """One fast path per schema instance, built once, as the schema is (`signal_schema`)."""
+    return SignalFastPath(schema)
+
+
+def fast_signal(item: Any, limits: Limits) -> SignalInput | None:
+    """The SignalInput `signal_schema(limits)` would load from `item`, or None to let the schema decide."""
+    return signal_fast_path(signal_schema(limits))(item)

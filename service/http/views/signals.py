@@ -19,7 +19,7 @@ from service.http.headers import (
     header_uuid,
 )
 from service.http.payload import BEACON_TYPES, read_json
-from service.http.signal_fast_path import fast_signal
+from service.http.signal_fast_path import signal_fast_path
 from service.keys import CONFIG, WRITER
 from service.target.rows import signal_event
 
@@ -47,7 +47,7 @@ def _enriched_meta(signal: SignalInput, request: web.Request) -> dict[str, Any]:
 def _load(schema: SignalSchema, item: Any, overrides: dict[str, str]) -> SignalInput:
     if isinstance(item, dict):
         item = {**item, **overrides}
-    fast = fast_signal(item, schema.limits)
+    fast = signal_fast_path(schema)(item)
     return fast if fast is not None else schema.load(item)
 
 
