@@ -34,13 +34,13 @@ MEASUREMENTS = [
 RETENTION_READS = [f"{read}, 30,000 outbox rows kept: p50 / p99 ms" for read in READS]
 
 
-@pytest.mark.slow
-async def test_the_quick_bench_prints_one_full_table(server_dsn: str) -> None:
+async def run_bench(server_dsn: str, module: str, *args: str) -> list[str]:
+    """Run a bench module as `make bench` does, on `server_dsn`; its output lines, once it exited 0."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.bench",
-        "--quick",
+        module,
+        *args,
         cwd=PROJECT_DIR,
         env={**os.environ, "DATABASE_URL": server_dsn},
         stdout=asyncio.subprocess.PIPE,
@@ -49,8 +49,12 @@ async def test_the_quick_bench_prints_one_full_table(server_dsn: str) -> None:
     async with asyncio.timeout(BENCH_TIMEOUT_S):
         out, err = await process.communicate()
     assert process.returncode == 0, err.decode(errors="replace")[-3000:]
+    return out.decode().splitlines()
 
-    lines = out.decode().splitlines()
+
+@pytest.mark.slow
+async def test_the_quick_bench_prints_one_full_table(server_dsn: str) -> None:
+    lines = await run_bench(server_dsn, "tests.bench", "--quick")
     assert lines[0].startswith("eco-outbox bench (--quick): PostgreSQL ")
     table = [line for line in lines if line.startswith("|")]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
@@ -75,23 +79,9 @@ async def test_the_quick_bench_prints_one_full_table(server_dsn: str) -> None:
 @pytest.mark.slow
 async def test_the_ab_bench_runs_both_sides_and_prints_medians(server_dsn: str) -> None:
     """`python -m tests.bench.ab`, this tree against itself: each side delivers the whole backlog."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.bench.ab",
-        "relay",
-        f"--base={PROJECT_DIR}",
-        "--rounds=1",
-        "--backlog=2000",
-        cwd=PROJECT_DIR,
-        env={**os.environ, "DATABASE_URL": server_dsn},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    lines = await run_bench(
+        server_dsn, "tests.bench.ab", "relay", f"--base={PROJECT_DIR}", "--rounds=1", "--backlog=2000"
     )
-    async with asyncio.timeout(BENCH_TIMEOUT_S):
-        out, err = await process.communicate()
-    assert process.returncode == 0, err.decode(errors="replace")[-3000:]
-    lines = out.decode().splitlines()
     names = [line.split(" (")[0].split(":")[0] for line in lines]
     assert names == ["round 1 base", "round 1 this", "median base", "median this"]
     for line in lines:
