@@ -99,14 +99,19 @@ WHERE e.seq = d.seq
 """)
 )
 
-# Children that waited on a parent this relay just delivered are due now, not at their backoff; those that
-# died waiting for it (an outage spent their age, a concurrent batch held their parent) live again.
+# Children of these groups that wait (in backoff, or held for a pending parent) become due now, and those that
+# died waiting (an outage spent their age) live again, once a parent of their group is delivered. Rows another
+# relay holds are skipped, not waited for (their committed version is due): see Relay._release.
 RELEASE_WAITING = compile_statement(
     text(f"""
-UPDATE eco_outbox.events SET next_attempt_at = now(), state = '{PENDING}', dead_at = NULL
-WHERE kind = ANY(:child_kinds) AND group_key = ANY(CAST(:group_keys AS uuid[]))
-  AND ((state = '{PENDING}' AND next_attempt_at > now())
-       OR (state = '{DEAD}' AND last_error = :parent_missing))
+UPDATE eco_outbox.events AS child SET next_attempt_at = now(), state = '{PENDING}', dead_at = NULL
+WHERE child.kind = ANY(:child_kinds) AND child.group_key = ANY(CAST(:group_keys AS uuid[]))
+  AND ((child.state = '{PENDING}' AND child.next_attempt_at > now())
+       OR (child.state = '{DEAD}' AND child.last_error = :parent_missing))
+  AND EXISTS (
+      SELECT 1 FROM eco_outbox.events AS parent
+      WHERE parent.kind = ANY(:parent_kinds) AND parent.key = child.group_key AND parent.state = '{DELIVERED}'
+  )
 """)
 )
 

@@ -21,6 +21,7 @@ import asyncio
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -67,6 +68,17 @@ class RelaySettings:
 # Held without a charge: the child's parent is still in the outbox, on its way.
 PARENT_PENDING = "parent_pending"
 
+# Where a batch may be paused, in order: rows claimed, rows marked (the claim still open), claim committed.
+# Production passes no pause; tests pass one to pin an interleaving of two relays.
+PAUSE_CLAIMED = "claimed"
+PAUSE_MARKED = "marked"
+PAUSE_COMMITTED = "committed"
+Pause = Callable[[str], Awaitable[None]]
+
+
+async def _no_pause(point: str) -> None:
+    return None
+
 
 @dataclass(frozen=True)
 class ClaimedRow:
@@ -85,7 +97,9 @@ class BatchOutcome:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
-    released_groups: list[str] = field(default_factory=list)
+    # Groups whose children may be due now: a parent this batch delivered, or a child it held because its
+    # parent was pending (that parent may have landed while this claim was open).
+    release_groups: list[str] = field(default_factory=list)
 
 
 class Relay:
@@ -99,6 +113,7 @@ class Relay:
         settings: RelaySettings,
         *,
         rng: random.Random | None = None,
+        pause: Pause = _no_pause,
     ) -> None:
         self._outbox = outbox_pool
         self._target = target_pool
@@ -109,6 +124,7 @@ class Relay:
         self._settings = settings
         self._claim_timeout_ms = round(settings.claim_timeout_s * 1000)
         self._rng = rng or random.Random()
+        self._pause_at = pause
         self._stopping = False
         self._stopped = asyncio.Event()
         self._wake_events: list[asyncio.Event] = []
@@ -247,22 +263,38 @@ class Relay:
                 if not rows:
                     return outcome
                 outcome.claimed = len(rows)
+                await self._pause_at(PAUSE_CLAIMED)
                 results = await self._deliver(rows)
                 await self._mark(cur, rows, results, outcome)
-        if outcome.released_groups:
-            async with self._outbox.acquire() as conn, conn.cursor() as cur:
-                await cur.execute(
-                    RELEASE_WAITING.sql,
-                    RELEASE_WAITING.bind(
-                        child_kinds=self._child_kinds,
-                        group_keys=outcome.released_groups,
-                        parent_missing=PARENT_MISSING,
-                    ),
-                )
+                await self._pause_at(PAUSE_MARKED)
+        await self._pause_at(PAUSE_COMMITTED)
+        if outcome.release_groups:
+            await self._release(outcome.release_groups)
         metrics.RELAY_BATCH_ROWS.observe(outcome.claimed)
         metrics.RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
         activity.RELAY_ACTIVITY.record_batch(outcome, time.perf_counter() - started)
         return outcome
+
+    async def _release(self, group_keys: list[str]) -> None:
+        """Make due now the children of `group_keys` whose parent is delivered, in a statement that starts
+        after this batch's commit.
+
+        An UPDATE matches rows by their committed version and skips, without waiting, a row another relay has
+        claimed but not yet marked: the release run by a parent's relay misses a child that a concurrent batch
+        is about to hold as `parent_pending`. So the relay that holds a child for a pending parent releases it
+        too, after its own commit. One of the two statements always starts after both commits (the parent's
+        and the hold), sees the parent delivered and the child held, and releases it.
+        """
+        async with self._outbox.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                RELEASE_WAITING.sql,
+                RELEASE_WAITING.bind(
+                    child_kinds=self._child_kinds,
+                    parent_kinds=self._parent_kinds,
+                    group_keys=sorted(set(group_keys)),
+                    parent_missing=PARENT_MISSING,
+                ),
+            )
 
     async def _deliver(self, rows: list[ClaimedRow]) -> dict[str, DeliveryResult]:
         by_kind: dict[str, list[ClaimedRow]] = defaultdict(list)
@@ -351,7 +383,7 @@ class Relay:
                 delivered.append(row.seq)
                 delivered_by_kind[kind] += 1
                 if kind in self._parent_kinds:
-                    outcome.released_groups.append(row.group_key)
+                    outcome.release_groups.append(row.group_key)
                 continue
             held_seqs.append(row.seq)
             if (refusal := result.refused.get(row.key)) is not None:
@@ -366,6 +398,7 @@ class Relay:
                 held_states.append(PENDING)
                 held_delays_ms.append(self._settings.backoff.cap_ms)
                 held_errors.append(PARENT_PENDING)
+                outcome.release_groups.append(row.group_key)
                 metrics.RELAY_RETRIED.labels(kind=kind, reason=PARENT_PENDING).inc()
                 outcome.retried += 1
                 continue
