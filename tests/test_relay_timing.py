@@ -1,5 +1,6 @@
-"""Two relays interleaved at pinned points, with the production backoff: a child held because its parent was
-in another relay's open claim is due again as soon as that parent is delivered, never after its backoff."""
+"""Relays interleaved at pinned points, with the production settings: a child held because its parent was in
+another relay's open claim is due again as soon as that parent is delivered, never after its backoff; a
+creation that waited on a concurrent completion of the same interaction is delivered, not a conflict."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from datetime import UTC, datetime
 import aiopg
 import pytest
 
-from outbox.enqueue import OutboxWriter
+from outbox.enqueue import OutboxWriter, encode_payload
 from outbox.relay import PAUSE_CLAIMED, PAUSE_MARKED, Relay, RelaySettings
-from service.target.delivery import ECO_TARGET
+from outbox.sqlutil import transaction
+from outbox.target import DeliveryResult
+from service.target.delivery import ECO_TARGET, UPSERT_COMPLETIONS_SQL, deliver_interactions
 from service.target.rows import InteractionRow, interaction_event, signal_event
-from tests.helpers import fetch
+from tests.helpers import fetch, scalar, wait_for
 from tests.relay_pauses import Pauses
 
 # Production settings, one row a batch: each relay claims exactly the row the test means it to.
@@ -83,3 +86,29 @@ async def test_a_child_held_during_its_parents_claim_is_released_by_its_own_rela
     again = await a.run_once()
     assert (again.claimed, again.delivered) == (1, 1)
     assert (await child_state(db, str(child.key)))[0] == "delivered"
+
+
+async def test_a_creation_that_waited_on_a_concurrent_completion_is_delivered(db: aiopg.Pool) -> None:
+    """Another relay's completion upsert has inserted the interaction and not committed; the creation's
+    INSERT waits on that row, then skips it when the completion commits. The row is there: delivered."""
+    row = InteractionRow(id=uuid.uuid4(), created_at=datetime.now(UTC), message_id="m-1")
+    key, payload = str(row.id), encode_payload(row.payload())
+    async with db.acquire() as completing, completing.cursor() as completion:
+        async with db.acquire() as creating, creating.cursor() as creation:
+            await creation.execute("select pg_backend_pid()")
+            [(pid,)] = await creation.fetchall()
+
+            async def create() -> DeliveryResult:
+                async with transaction(creation):
+                    return await deliver_interactions(creation, [key], [payload])
+
+            async with transaction(completion):
+                await completion.execute(UPSERT_COMPLETIONS_SQL, {"rows": f"[{payload}]"})
+                created = asyncio.create_task(create())
+                await wait_for(
+                    lambda: scalar(db, "select wait_event_type from pg_stat_activity where pid = %s", (pid,)),
+                    lambda wait: wait == "Lock",
+                )
+            # The completion has committed while the creation waited on its row.
+            result = await created
+    assert (result.delivered, result.held) == ({key}, {})
