@@ -64,7 +64,9 @@ CLAIM = compile_statement(
         cast(events.c.group_key, Text),
         cast(events.c.payload, Text),
         events.c.attempts,
-        events.c.created_at,
+        # The row's age on the database's clock, the one that wrote created_at: a host clock that runs ahead
+        # would age every row by its error.
+        func.extract("epoch", func.now() - events.c.created_at).cast(Float),
     )
     .where(events.c.state == PENDING, events.c.next_attempt_at <= func.now())
     .order_by(events.c.next_attempt_at, events.c.seq)

@@ -23,7 +23,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import aiopg
 import psycopg2
@@ -88,7 +87,7 @@ class ClaimedRow:
     group_key: str
     payload: str
     attempts: int
-    created_at: datetime
+    age_s: float
 
 
 @dataclass
@@ -364,7 +363,6 @@ class Relay:
         results: dict[str, DeliveryResult],
         outcome: BatchOutcome,
     ) -> None:
-        now = datetime.now(UTC)
         delivered: list[int] = []
         delivered_by_kind: Counter[str] = Counter()
         held_seqs: list[int] = []
@@ -403,21 +401,20 @@ class Relay:
                 outcome.retried += 1
                 continue
             attempt = row.attempts + 1
-            age_s = (now - row.created_at).total_seconds()
             log = log.bind(attempt=attempt)
             held_charges.append(1)
             held_errors.append(error)
             # A parent delivered by a concurrent batch: the miss was a race, due again now, and its age
             # (which an outage may have spent) does not kill it; its attempts still bound it.
             raced = parent_pending is False
-            too_old = age_s >= self._settings.max_age_s and not raced
+            too_old = row.age_s >= self._settings.max_age_s and not raced
             if attempt >= self._settings.max_attempts or too_old:
                 held_states.append(DEAD)
                 held_delays_ms.append(0.0)
                 metrics.RELAY_DEAD.labels(kind=kind, reason=reason).inc()
                 outcome.dead += 1
                 log.warning(
-                    "dead-lettered {} after {} attempts ({:.0f} s old): {}", kind, attempt, age_s, error
+                    "dead-lettered {} after {} attempts ({:.0f} s old): {}", kind, attempt, row.age_s, error
                 )
             else:
                 delay_ms = 0.0 if raced else self._settings.backoff.delay_ms(attempt, self._rng)
