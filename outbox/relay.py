@@ -407,7 +407,9 @@ class Relay:
             # A parent delivered by a concurrent batch: the miss was a race, due again now, and its age
             # (which an outage may have spent) does not kill it; its attempts still bound it.
             raced = parent_pending is False
-            too_old = row.age_s >= self._settings.max_age_s and not raced
+            # Age bounds waiting only (a parent that never comes): any other row, a parent among them, is
+            # bounded by its attempts, which an outage does not spend, while its age grows through one.
+            too_old = reason == PARENT_MISSING and row.age_s >= self._settings.max_age_s and not raced
             if attempt >= self._settings.max_attempts or too_old:
                 held_states.append(DEAD)
                 held_delays_ms.append(0.0)
