@@ -5,14 +5,18 @@ written, so relays in any number of processes never work on the same row at once
 drops its locks and another delivers the rows again, idempotently. A relay that freezes (SIGSTOP, a paused
 VM) loses its claim after `claim_timeout_s`: the server ends its idle transactions.
 
-Failures come in three classes, decided by SQLSTATE (outbox.errors.classify):
+Failures come in these classes, decided by SQLSTATE (outbox.errors.classify):
 - waiting: a child row's parent is not in the target yet. The row backs off and is charged an attempt, unless
   its parent is still pending in the outbox; it is released (or revived from dead) when its parent lands.
 - outage: a database unreachable, a session lost, a statement cancelled. The loop pauses with growing
   delays that a NOTIFY does not cut short; no row is charged.
 - refused: the target rejects some rows. The batch is bisected in the same pass, so every other row is
   delivered; each refused row is charged an attempt with its SQLSTATE and message, and dies at the limit.
+- internal: an exception with no SQLSTATE that is not a connection's (a bug, a row the code cannot handle).
+  Logged with its traceback once per batch; the rows that raise it are isolated and charged as refused rows.
 An error every row would hit (missing table, permission denied) makes the relay not ready; no row is charged.
+A row of a kind the target has no deliverer for is dead-lettered alone (`unknown_kind`) in the pass that
+claimed it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiopg
-import psycopg2
 from aiopg import Cursor
 from loguru import logger
 
@@ -66,6 +69,10 @@ class RelaySettings:
 
 # Held without a charge: the child's parent is still in the outbox, on its way.
 PARENT_PENDING = "parent_pending"
+# Dead at once: no deliverer for the row's kind (a row written by a later release, or one rolled back).
+UNKNOWN_KIND = "unknown_kind"
+# Failures whose rows are looked for in the batch (bisected), so that the rest of it is delivered.
+ISOLATED_FAILURES = frozenset({Failure.REFUSED, Failure.INTERNAL})
 
 # Where a batch may be paused, in order: rows claimed, rows marked (the claim still open), claim committed.
 # Production passes no pause; tests pass one to pin an interleaving of two relays.
@@ -224,6 +231,8 @@ class Relay:
         if failure is Failure.OUTAGE:
             metrics.RELAY_OUTAGES.inc()
             log.warning("relay paused: database unavailable: {}", error)
+        elif failure is Failure.INTERNAL:
+            log.bind(code="relay_internal_error").opt(exception=exc).error("relay batch failed: {}", error)
         else:
             log.error("relay paused: target not ready ({}): {}", failure, error)
 
@@ -301,12 +310,22 @@ class Relay:
             by_kind[row.kind].append(row)
         try:
             return await self._write(by_kind, isolate=False)
-        except psycopg2.Error as exc:
-            if classify(exc) is not Failure.REFUSED:
+        except Exception as exc:
+            failure = classify(exc)
+            if failure not in ISOLATED_FAILURES:
                 raise
-            logger.bind(code=sqlstate(exc)).warning(
-                "target refused a row of a batch of {}, isolating it: {}", len(rows), describe(exc)
-            )
+            log = logger.bind(code=sqlstate(exc) or "relay_internal_error")
+            if failure is Failure.INTERNAL:
+                # Once per batch, with the traceback: the isolation below meets it again row by row.
+                log.opt(exception=exc).error(
+                    "delivery failed on a batch of {}, isolating the rows at fault: {}",
+                    len(rows),
+                    describe(exc),
+                )
+            else:
+                log.warning(
+                    "target refused a row of a batch of {}, isolating it: {}", len(rows), describe(exc)
+                )
         return await self._write(by_kind, isolate=True)
 
     async def _write(
@@ -335,12 +354,15 @@ class Relay:
                 return await self._deliverers[kind](
                     cur, [row.key for row in rows], [row.payload for row in rows]
                 )
-        except psycopg2.Error as exc:
-            if classify(exc) is not Failure.REFUSED:
+        except Exception as exc:
+            failure = classify(exc)
+            if failure not in ISOLATED_FAILURES:
                 raise
             if len(rows) == 1:
-                metrics.RELAY_REFUSED.labels(kind=kind, sqlstate=sqlstate(exc)).inc()
-                return DeliveryResult(refused={rows[0].key: describe(exc)})
+                code = sqlstate(exc) or Failure.INTERNAL.value
+                metrics.RELAY_REFUSED.labels(kind=kind, sqlstate=code).inc()
+                error = describe(exc) if failure is Failure.REFUSED else f"{code}: {describe(exc)}"
+                return DeliveryResult(refused={rows[0].key: error})
         middle = len(rows) // 2
         first = await self._isolate(cur, kind, rows[:middle])
         return first.merged(await self._isolate(cur, kind, rows[middle:]))
@@ -370,12 +392,27 @@ class Relay:
         held_states: list[str] = []
         held_delays_ms: list[float] = []
         held_errors: list[str] = []
+        unknown: Counter[str] = Counter()
         parents = await self._parent_states(
             cur,
-            {row.group_key for row in rows if results[row.kind].held.get(row.key) == PARENT_MISSING},
+            {
+                row.group_key
+                for row in rows
+                if row.kind in results and results[row.kind].held.get(row.key) == PARENT_MISSING
+            },
         )
         for row in rows:
             kind = row.kind
+            if kind not in results:
+                # No deliverer writes it: retrying cannot help. Dead alone; a requeue delivers it once a
+                # release that knows the kind runs.
+                held_seqs.append(row.seq)
+                held_charges.append(1)
+                held_states.append(DEAD)
+                held_delays_ms.append(0.0)
+                held_errors.append(UNKNOWN_KIND)
+                unknown[kind] += 1
+                continue
             result = results[kind]
             if row.key in result.delivered:
                 delivered.append(row.seq)
@@ -430,6 +467,12 @@ class Relay:
         for kind, count in delivered_by_kind.items():
             metrics.RELAY_DELIVERED.labels(kind=kind).inc(count)
             logger.debug("delivered {} {} rows", count, kind)
+        for kind, count in unknown.items():
+            metrics.RELAY_DEAD.labels(kind=kind, reason=UNKNOWN_KIND).inc(count)
+            outcome.dead += count
+            logger.bind(code=UNKNOWN_KIND).error(
+                "dead-lettered {} rows of kind {!r}: no deliverer", count, kind
+            )
         if delivered:
             await cur.execute(MARK_DELIVERED.sql, MARK_DELIVERED.bind(seqs=delivered))
         if held_seqs:
