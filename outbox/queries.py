@@ -74,6 +74,9 @@ CLAIM = compile_statement(
     .with_for_update(skip_locked=True)
 )
 
+# A statement that does nothing but end the claim's idle time (see Relay._claim_renewed).
+RENEW_CLAIM = compile_statement(text("SELECT 1"))
+
 SECONDS_UNTIL_DUE = compile_statement(
     select(func.extract("epoch", func.min(events.c.next_attempt_at) - func.now()).cast(Float)).where(
         events.c.state == PENDING

@@ -25,7 +25,8 @@ import asyncio
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiopg
@@ -36,7 +37,15 @@ from outbox import activity, metrics
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.backoff import Backoff
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
-from outbox.queries import CLAIM, MARK_DELIVERED, MARK_HELD, PARENT_STATES, RELEASE_WAITING, SECONDS_UNTIL_DUE
+from outbox.queries import (
+    CLAIM,
+    MARK_DELIVERED,
+    MARK_HELD,
+    PARENT_STATES,
+    RELEASE_WAITING,
+    RENEW_CLAIM,
+    SECONDS_UNTIL_DUE,
+)
 from outbox.sqlutil import savepoint, transaction
 from outbox.tables import DEAD, PENDING
 from outbox.target import PARENT_MISSING, DeliveryResult, Target
@@ -61,8 +70,11 @@ class RelaySettings:
     # stream of small inserts the relay then delivers fewer, larger batches (each costs a few round trips).
     coalesce_ms: float = 5.0
     # A frozen relay's claim (and its open target transaction) ends after this long idle: its rows go to
-    # the other relays. Longer than any single target statement may take.
+    # the other relays. A working relay renews its claim every third of it while it writes the target.
     claim_timeout_s: float = 60.0
+    # Statements the isolation of refused rows may run per batch; the rows it has not reached by then are
+    # held without a charge, due at once, and isolated in the next pass.
+    isolation_statements: int = 200
     # A loop whose last this many batches failed makes /readyz answer 503.
     unhealthy_batches: int = 3
 
@@ -71,6 +83,8 @@ class RelaySettings:
 PARENT_PENDING = "parent_pending"
 # Dead at once: no deliverer for the row's kind (a row written by a later release, or one rolled back).
 UNKNOWN_KIND = "unknown_kind"
+# Held without a charge, due at once: the batch's isolation budget ran out before it reached the row.
+NOT_ISOLATED = "not_isolated"
 # Failures whose rows are looked for in the batch (bisected), so that the rest of it is delivered.
 ISOLATED_FAILURES = frozenset({Failure.REFUSED, Failure.INTERNAL})
 
@@ -95,6 +109,11 @@ class ClaimedRow:
     payload: str
     attempts: int
     age_s: float
+
+
+@dataclass
+class _Budget:
+    statements: int
 
 
 @dataclass
@@ -129,6 +148,7 @@ class Relay:
         self._group_field, self._key_field = target.log_fields
         self._settings = settings
         self._claim_timeout_ms = round(settings.claim_timeout_s * 1000)
+        self._renew_s = settings.claim_timeout_s / 3
         self._rng = rng or random.Random()
         self._pause_at = pause
         self._stopping = False
@@ -272,7 +292,8 @@ class Relay:
                     return outcome
                 outcome.claimed = len(rows)
                 await self._pause_at(PAUSE_CLAIMED)
-                results = await self._deliver(rows)
+                async with self._claim_renewed(cur):
+                    results = await self._deliver(rows)
                 await self._mark(cur, rows, results, outcome)
                 await self._pause_at(PAUSE_MARKED)
         await self._pause_at(PAUSE_COMMITTED)
@@ -282,6 +303,34 @@ class Relay:
         metrics.RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
         activity.RELAY_ACTIVITY.record_batch(outcome, time.perf_counter() - started)
         return outcome
+
+    @asynccontextmanager
+    async def _claim_renewed(self, cur: Cursor) -> AsyncIterator[None]:
+        """Keep the claim while the target is written.
+
+        The claim's lease is its session's idle time (`idle_in_transaction_session_timeout`), and that
+        session sits idle while the relay works on the target's connection: a target phase longer than the
+        claim timeout (a remote target, a bisection) would lose the claim every time. So the claim's session
+        runs a trivial statement every third of the timeout, from a task of this process: a relay that
+        freezes stops renewing with it, and loses its claim as before.
+        """
+        done = asyncio.Event()
+
+        async def renew() -> None:
+            while not done.is_set():
+                try:
+                    async with asyncio.timeout(self._renew_s):
+                        await done.wait()
+                except TimeoutError:
+                    await cur.execute(RENEW_CLAIM.sql, RENEW_CLAIM.params)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            # Never cancelled mid-statement (aiopg would close the connection): it ends at its next check.
+            done.set()
+            await asyncio.gather(renewing, return_exceptions=True)
 
     async def _release(self, group_keys: list[str]) -> None:
         """Make due now the children of `group_keys` whose parent is delivered, in a statement that starts
@@ -333,22 +382,30 @@ class Relay:
     ) -> dict[str, DeliveryResult]:
         """One statement per kind; with `isolate`, each under a savepoint and bisected when refused."""
         results: dict[str, DeliveryResult] = {}
+        budget = _Budget(self._settings.isolation_statements)
         async with self._target.acquire() as conn, conn.cursor() as cur:
             async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
                 for kind in self._deliverers:
                     if kind in by_kind:
                         batch = by_kind[kind]
                         if isolate:
-                            results[kind] = await self._isolate(cur, kind, batch)
+                            results[kind] = await self._isolate(cur, kind, batch, budget)
                         else:
                             results[kind] = await self._deliverers[kind](
                                 cur, [row.key for row in batch], [row.payload for row in batch]
                             )
         return results
 
-    async def _isolate(self, cur: Cursor, kind: str, rows: list[ClaimedRow]) -> DeliveryResult:
+    async def _isolate(
+        self, cur: Cursor, kind: str, rows: list[ClaimedRow], budget: _Budget
+    ) -> DeliveryResult:
         """Write `rows`; if the target refuses them, split in halves down to the single rows it refuses, so a
-        batch with k refused rows costs about 2k log2(n) statements, and only on this failure path."""
+        batch with k refused rows costs about 2k log2(n) statements, and only on this failure path. The
+        batch's `budget` bounds that work (a remote target, dozens of refused rows): depth first, each pass
+        isolates some refused rows at least, and holds what it did not reach for the next."""
+        if budget.statements <= 0:
+            return DeliveryResult(held={row.key: NOT_ISOLATED for row in rows})
+        budget.statements -= 1
         try:
             async with savepoint(cur, "isolate"):
                 return await self._deliverers[kind](
@@ -364,8 +421,8 @@ class Relay:
                 error = describe(exc) if failure is Failure.REFUSED else f"{code}: {describe(exc)}"
                 return DeliveryResult(refused={rows[0].key: error})
         middle = len(rows) // 2
-        first = await self._isolate(cur, kind, rows[:middle])
-        return first.merged(await self._isolate(cur, kind, rows[middle:]))
+        first = await self._isolate(cur, kind, rows[:middle], budget)
+        return first.merged(await self._isolate(cur, kind, rows[middle:], budget))
 
     async def _parent_states(self, cur: Cursor, group_keys: set[str]) -> dict[str, bool]:
         """Group key -> True if its parent is still pending in the outbox, False if delivered; absent if
@@ -425,6 +482,14 @@ class Relay:
                 reason, error = f"refused_{refusal.split(':', 1)[0]}", refusal
             else:
                 reason = error = result.held.get(row.key, "not_written")
+            if reason == NOT_ISOLATED:
+                held_charges.append(0)
+                held_states.append(PENDING)
+                held_delays_ms.append(0.0)
+                held_errors.append(NOT_ISOLATED)
+                metrics.RELAY_RETRIED.labels(kind=kind, reason=NOT_ISOLATED).inc()
+                outcome.retried += 1
+                continue
             log = logger.bind(**{self._group_field: row.group_key, self._key_field: row.key}, code=reason)
             parent_pending = parents.get(row.group_key) if reason == PARENT_MISSING else None
             if parent_pending:
