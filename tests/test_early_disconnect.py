@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import aiopg
 import pytest
 
 from outbox.enqueue import OutboxWriter
 from outbox.errors import DatabaseUnavailable
+from service.app import create_app
+from service.chat import interaction
+from service.config import Config
 from service.target.rows import signal_event
-from tests.helpers import fetch
+from tests.helpers import fetch, probe, scalar, wait_for
+from tests.test_ask_eco import SSE, serve
 
 LOCK_INTAKE_SQL = "BEGIN; LOCK TABLE eco_outbox.events IN SHARE MODE"
 INTAKE_WAITING_SQL = (
@@ -26,11 +31,31 @@ COMPLETION_SQL = (
 )
 
 
+async def finish_reason(db: aiopg.Pool) -> str | None:
+    return await wait_for(lambda: scalar(db, COMPLETION_SQL), lambda reason: reason is not None)
+
+
 @pytest.fixture
 async def intake_lock(database_url: str) -> AsyncIterator[aiopg.Cursor]:
     """A session that can hold every outbox INSERT back (SHARE blocks writers, not readers)."""
     async with aiopg.connect(database_url, enable_hstore=False) as conn, conn.cursor() as cur:
         yield cur
+
+
+async def test_a_client_gone_while_its_interaction_is_written_completes_it(
+    make_config: Callable[..., Config], db: aiopg.Pool, intake_lock: aiopg.Cursor
+) -> None:
+    app = create_app(make_config())
+    async with serve(app, handler_cancellation=True) as url, aiohttp.ClientSession() as session:
+        await intake_lock.execute(LOCK_INTAKE_SQL)
+        asking = asyncio.create_task(session.post(url / "api/ask-eco", json={"message": "Olá"}, headers=SSE))
+        await wait_for(lambda: scalar(db, INTAKE_WAITING_SQL), lambda waiting: waiting == 1)
+        asking.cancel()
+        # The handler was cancelled inside open(), and left the write to finish on its own.
+        await wait_for(probe(lambda: len(interaction._BACKGROUND)), lambda pending: pending > 0)
+        await intake_lock.execute("COMMIT")
+        assert await finish_reason(db) == "client_disconnect"
+        await wait_for(probe(lambda: len(interaction._BACKGROUND)), lambda pending: pending == 0)
 
 
 async def test_a_503_at_the_deadline_is_true_and_its_retry_is_a_normal_answer(
