@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import aiopg
 import pytest
+from aiohttp_sse import EventSourceResponse
 
 from outbox.enqueue import OutboxWriter
 from outbox.errors import DatabaseUnavailable
@@ -56,6 +58,29 @@ async def test_a_client_gone_while_its_interaction_is_written_completes_it(
         await intake_lock.execute("COMMIT")
         assert await finish_reason(db) == "client_disconnect"
         await wait_for(probe(lambda: len(interaction._BACKGROUND)), lambda pending: pending == 0)
+
+
+@pytest.mark.parametrize("gone", ["cancelled", "reset"])
+async def test_a_client_gone_before_the_stream_starts_completes_it(
+    make_config: Callable[..., Config], db: aiopg.Pool, monkeypatch: pytest.MonkeyPatch, gone: str
+) -> None:
+    """The interaction is committed; the client leaves before the response is prepared: the handler is
+    cancelled there, or the first write finds the connection reset."""
+    preparing = asyncio.Event()
+
+    async def prepare_for_a_gone_client(self: EventSourceResponse, request: Any) -> None:
+        preparing.set()
+        if gone == "reset":
+            raise ConnectionResetError("the client is gone")
+        await asyncio.Event().wait()  # until the handler is cancelled
+
+    monkeypatch.setattr(EventSourceResponse, "prepare", prepare_for_a_gone_client)
+    app = create_app(make_config())
+    async with serve(app, handler_cancellation=True) as url, aiohttp.ClientSession() as session:
+        asking = asyncio.create_task(session.post(url / "api/ask-eco", json={"message": "Olá"}, headers=SSE))
+        await asyncio.wait_for(preparing.wait(), timeout=10)
+        asking.cancel()
+        assert await finish_reason(db) == "client_disconnect"
 
 
 async def test_a_503_at_the_deadline_is_true_and_its_retry_is_a_normal_answer(

@@ -146,11 +146,12 @@ async def _stream(
         # A client that stops reading is cut off instead of holding the stream (and its buffer) open.
         send_timeout=request.app[CONFIG].sse_send_timeout_s,
     )
-    await response.prepare(request)
     streams.add(run)
     OPEN_STREAMS.inc()
     sequence = 0
     try:
+        # Inside the try: a client that leaves before the stream starts still completes the interaction.
+        await response.prepare(request)
         async with response:
             try:
                 async with aclosing(run.events()) as events:
