@@ -3,11 +3,13 @@
 Claims hold row locks (FOR UPDATE SKIP LOCKED) in an outbox transaction that stays open while the target is
 written, so relays in any number of processes never work on the same row at once; a relay that dies mid-batch
 drops its locks and another delivers the rows again, idempotently. A relay that freezes (SIGSTOP, a paused
-VM) loses its claim after `claim_timeout_s`: the server ends its idle transactions.
+VM) loses its claim after `claim_timeout_s`: the server ends its idle transactions; a working relay renews its
+claim while it writes the target. docs/relay-timing.md tells how each step survives concurrent relays.
 
 Failures come in these classes, decided by SQLSTATE (outbox.errors.classify):
 - waiting: a child row's parent is not in the target yet. The row backs off and is charged an attempt, unless
   its parent is still pending in the outbox; it is released (or revived from dead) when its parent lands.
+  Only waiting rows die of age; every other row is bounded by its attempts.
 - outage: a database unreachable, a session lost, a statement cancelled. The loop pauses with growing
   delays that a NOTIFY does not cut short; no row is charged.
 - refused: the target rejects some rows. The batch is bisected in the same pass, so every other row is
