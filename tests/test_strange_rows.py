@@ -16,7 +16,6 @@ from aiopg import Cursor
 from loguru import logger
 from prometheus_client import REGISTRY
 
-from outbox.enqueue import OutboxWriter
 from outbox.errors import Failure
 from outbox.events import OutboxEvent
 from outbox.relay import Relay
@@ -25,18 +24,10 @@ from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, Kind, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, probe, wait_for
+from tests.test_relay import enqueue
 
 # Not a kind of any release: as a later release would write it, and an older one would claim it.
 LATER_KIND = "kind_of_a_later_release"
-
-
-async def enqueue(db: aiopg.Pool, events: list[OutboxEvent]) -> None:
-    writer = OutboxWriter(db)
-    await writer.start()
-    try:
-        await writer.enqueue(events)
-    finally:
-        await writer.close()
 
 
 async def states(db: aiopg.Pool) -> dict[str, tuple[str, int, str | None]]:
