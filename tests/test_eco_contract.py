@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.config import Config
 from tests.helpers import fetch, insert_interaction, read_sse, scalar, wait_for
 
 PROMPT = "Olá, ECO"
@@ -476,21 +475,6 @@ async def test_cors_origin_patterns(make_client: Any, origin: str, allowed: bool
         assert "X-Eco-Interaction-Id" in resp.headers["Access-Control-Expose-Headers"]
     else:
         assert "Access-Control-Allow-Origin" not in resp.headers
-
-
-@pytest.mark.parametrize(
-    ("env", "origins"),
-    [
-        ({}, tuple(APP_ORIGINS)),
-        ({"ECO_CORS_ORIGINS": ""}, ()),
-        (
-            {"ECO_CORS_ORIGINS": "https://eco.example, https://*.vercel.app"},
-            ("https://eco.example", "https://*.vercel.app"),
-        ),
-    ],
-)
-def test_cors_origins_from_the_environment(env: dict[str, str], origins: tuple[str, ...]) -> None:
-    assert Config.from_env(env).cors_origins == origins
 
 
 async def test_a_null_item_content_falls_back_to_its_text(client: TestClient, db: Any) -> None:

@@ -145,6 +145,28 @@ class HealthSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 
 
+class ApiHealthSchema(Schema):
+    """GET /api/health when ready, in the ECO backend's shape (the ECO web app reads `ok`)."""
+
+    ok = fields.Boolean(required=True, validate=validate.Equal(True))
+    prompts = fields.String(required=True, validate=validate.OneOf(["ready"]))
+    modulesIndexed = fields.Integer(
+        required=True, metadata={"description": "prompt modules indexed: none, no prompt is built from them"}
+    )
+    roots = fields.List(
+        fields.String(), required=True, metadata={"description": "where prompt modules were read: none"}
+    )
+    responder = fields.String(required=True, metadata={"description": "offline or openai"})
+    checkedAt = fields.AwareDateTime(required=True)
+
+
+class ApiHealthDownSchema(Schema):
+    """GET /api/health when not ready (503): why, as /readyz's problems."""
+
+    ok = fields.Boolean(required=True, validate=validate.Equal(False))
+    reason = fields.String(required=True)
+
+
 class LoopFailureSchema(Schema):
     class_ = fields.String(
         required=True,

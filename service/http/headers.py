@@ -27,6 +27,13 @@ HEADER_SESSION_ID = "X-Eco-Session-Id"
 HEADER_CLIENT_MESSAGE_ID = "X-Eco-Client-Message-Id"
 HEADER_USER_ID = "X-Eco-User-Id"
 HEADER_STREAM_ID = "X-Stream-Id"
+HEADER_LAST_EVENT_ID = "Last-Event-Id"
+# Sent by the ECO production app (its buildIdentityHeaders, and feedback's X-Guest-Id); allowed, not read.
+HEADER_CLIENT_ID = "X-Client-Id"
+HEADER_BIAS_HINT = "X-Eco-Bias-Hint"
+HEADER_PLAIN_GUEST_ID = "X-Guest-Id"
+HEADER_PLAIN_SESSION_ID = "X-Session-Id"
+HEADER_REQUESTED_WITH = "X-Requested-With"
 # A bearer JWT from the ECO app runs to a few KiB; aiohttp caps a header line at 8190 bytes anyway.
 AUTHORIZATION_MAX_CHARS = 8192
 

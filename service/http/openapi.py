@@ -22,8 +22,8 @@ from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, Requeue
 TITLE = "eco-outbox"
 VERSION = "0.1.0"
 DESCRIPTION = (
-    "The ECO chat stream (`POST /api/ask-eco`, SSE or JSON) and passive-signal intake (`POST /api/signal`), "
-    "written to a transactional outbox and delivered to `analytics.*` by a relay."
+    "The ECO chat stream (`POST /api/ask-eco`, SSE or JSON) and passive-signal intake (`POST /api/signal`, "
+    "also `/signal`), written to a transactional outbox and delivered to `analytics.*` by a relay."
 )
 
 JSON = "application/json"
@@ -181,16 +181,17 @@ def _ask_get_operation() -> dict[str, Any]:
     }
 
 
-def _signal_operation(limits: Limits) -> dict[str, Any]:
+def _signal_operation(limits: Limits, operation_id: str, summary: str) -> dict[str, Any]:
+    batch = {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/Signal"},
+        "minItems": 1,
+        "maxItems": limits.signal_batch_items,
+    }
     one_or_batch = {
         "oneOf": [
             {"$ref": "#/components/schemas/Signal"},
-            {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/Signal"},
-                "minItems": 1,
-                "maxItems": limits.signal_batch_items,
-            },
+            batch,
         ]
     }
     accepted = {
@@ -200,10 +201,8 @@ def _signal_operation(limits: Limits) -> dict[str, Any]:
         ]
     }
     return {
-        "summary": (
-            "Take passive signals: 202 once committed to the outbox (the interaction need not exist yet)"
-        ),
-        "operationId": "postSignal",
+        "summary": summary,
+        "operationId": operation_id,
         "tags": ["signals"],
         "parameters": [
             *(_header(name, text) for name, text in IDENTITY_HEADERS.items()),
@@ -255,7 +254,20 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
     }
     return {
         "/api/ask-eco": {"post": _ask_operation(), "get": _ask_get_operation()},
-        "/api/signal": {"post": _signal_operation(limits)},
+        "/api/signal": {
+            "post": _signal_operation(
+                limits,
+                "postSignal",
+                "Take passive signals: 202 once committed to the outbox (the interaction need not exist yet)",
+            )
+        },
+        "/signal": {
+            "post": _signal_operation(
+                limits,
+                "postSignalUnprefixed",
+                "/api/signal under the path the ECO production app posts its passive signals to",
+            )
+        },
         "/api/interactions/{interaction_id}/signals": {
             "get": {
                 "summary": "Delivery state of an interaction's signals (pending, delivered, dead; attempts)",
@@ -276,6 +288,30 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
                 "operationId": "healthz",
                 "tags": ["operations"],
                 "responses": {"200": {"description": "alive", "content": {JSON: {"schema": "Health"}}}},
+            }
+        },
+        "/api/health": {
+            "get": {
+                "summary": "Readiness as the ECO web app polls it, in the ECO backend's shape",
+                "operationId": "apiHealth",
+                "tags": ["clients"],
+                "responses": {
+                    "200": {"description": "ready", "content": {JSON: {"schema": "ApiHealth"}}},
+                    "503": {
+                        "description": "not ready, and why",
+                        "content": {JSON: {"schema": "ApiHealthDown"}},
+                    },
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Liveness as the ECO backend answered it: the text `ok`",
+                "operationId": "health",
+                "tags": ["operations"],
+                "responses": {
+                    "200": {"description": "alive", "content": {"text/plain": {"schema": {"const": "ok"}}}}
+                },
             }
         },
         "/readyz": {
@@ -375,6 +411,8 @@ RESPONSE_SCHEMAS = (
     out.AskResultSchema,
     *out.SSE_EVENTS.values(),
     out.HealthSchema,
+    out.ApiHealthSchema,
+    out.ApiHealthDownSchema,
     out.ReadySchema,
     out.InteractionSignalsSchema,
     out.OutboxStatsSchema,
