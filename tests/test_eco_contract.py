@@ -344,6 +344,16 @@ SIGNALS: list[tuple[str, dict[str, Any], dict[str, str], str, dict[str, Any]]] =
         for key in ("user_id", "userId")
     ),
     *(
+        (
+            key,
+            {"signal": "copy", "interaction_id": IID, key: "eco-m-1"},
+            {},
+            "copy",
+            {"message_id": "eco-m-1"},
+        )
+        for key in ("message_id", "messageId")
+    ),
+    *(
         (key, {"signal": "view", "interaction_id": IID, key: "g-body"}, {}, "view", {"guest_id": "g-body"})
         for key in ("guest_id", "guestId")
     ),

@@ -226,7 +226,9 @@ async def test_signal_and_status_answers_conform(doc_client: TestClient, documen
         "POST", "/api/signal", json_body={"interaction_id": "nope", "name": "x"}, valid_request=False
     )
     assert status == 422
-    # The production app's path.
+    # The production app's path and batch shape.
+    status, _, body = await check.call("POST", "/signal", json_body={"events": batch})
+    assert status == 202 and len(json.loads(body)) == 2
     status, _, body = await check.call("POST", "/signal", json_body=one)
     assert status == 202 and json.loads(body)["status"] == "queued"
 

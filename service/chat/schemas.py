@@ -67,6 +67,8 @@ SIGNAL_EXTRAS = (
     ("response_id", ("response_id", "responseId")),
     ("user_id", ("user_id", "userId")),
     ("guest_id", ("guest_id", "guestId")),
+    # The ECO production app's local id of the reply (`eco-<uuid>`), or the message's.
+    ("message_id", ("message_id", "messageId")),
 )
 
 
@@ -79,7 +81,7 @@ class SignalInput:
     value: float | None
     ts: datetime | None
     signal_id: uuid.UUID | None
-    # session_id, response_id, user_id, guest_id when the client gave them.
+    # session_id, response_id, user_id, guest_id, message_id when the client gave them.
     extras: dict[str, str] = field(default_factory=dict)
 
 
@@ -106,7 +108,7 @@ class SignalSchema(Schema):
     # The fields the ECO app's common signals give (`signal` reaches `name` through _aliases), which the
     # fast path (service/http/signal_fast_path.py) loads without marshmallow; any other sends it here.
     COMMON_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"interaction_id", "name", "type", "meta", "value", "ts", "signal_id", "session_id"}
+        {"interaction_id", "name", "type", "meta", "value", "ts", "signal_id", "session_id", "message_id"}
     )
 
     interaction_id = fields.UUID(required=True)
@@ -127,6 +129,8 @@ class SignalSchema(Schema):
     userId = _eco_id()
     guest_id = _eco_id()
     guestId = _eco_id()
+    message_id = _eco_id()
+    messageId = _eco_id()
 
     def __init__(self, limits: Limits, **kwargs: Any) -> None:
         super().__init__(**kwargs)

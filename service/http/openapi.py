@@ -192,6 +192,12 @@ def _signal_operation(limits: Limits, operation_id: str, summary: str) -> dict[s
         "oneOf": [
             {"$ref": "#/components/schemas/Signal"},
             batch,
+            {
+                "type": "object",
+                "description": "a batch as the ECO production app sends it; other fields are ignored",
+                "required": ["events"],
+                "properties": {"events": batch},
+            },
         ]
     }
     accepted = {
@@ -211,7 +217,10 @@ def _signal_operation(limits: Limits, operation_id: str, summary: str) -> dict[s
         ],
         "requestBody": {
             "required": True,
-            "description": "one signal or a batch; `text/plain` is what navigator.sendBeacon sends",
+            "description": (
+                'one signal, or a batch (an array, or `{"events": [...]}`); `text/plain` is what '
+                "navigator.sendBeacon sends"
+            ),
             "content": {JSON: {"schema": one_or_batch}, "text/plain": {"schema": one_or_batch}},
         },
         "responses": {
@@ -436,7 +445,8 @@ def _amend_request_schemas(document: dict[str, Any]) -> None:
     signal["description"] = (
         "One passive signal. `interaction_id` (or `interactionId`) is required unless the "
         "X-Eco-Interaction-Id header gives it; the header wins. The ECO extras (`session_id`, "
-        "`response_id`/`responseId`, `user_id`/`userId`, `guest_id`/`guestId`) are kept in the stored meta. "
+        "`response_id`/`responseId`, `user_id`/`userId`, `guest_id`/`guestId`, `message_id`/`messageId`) are "
+        "kept in the stored meta. "
         "Unknown fields are ignored."
     )
     ask = schemas["Ask"]
