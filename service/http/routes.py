@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler
 from aiohttp_cors.urldispatcher_router_adapter import ResourcesUrlDispatcherRouterAdapter
 
 from service.config import Config
-from service.http.views import admin, ask_eco, health, metrics, openapi, page, signals, status
+from service.http.views import admin, ask_eco, children, health, metrics, openapi, page, signals, status
 
 EXPOSED_HEADERS = (
     "X-Eco-Interaction-Id",
@@ -43,6 +43,8 @@ def setup_routes(app: web.Application, config: Config) -> None:
         app.router.add_get("/api/ask-eco", ask_eco.ask_eco, name="ask-eco-get", allow_head=False),
         app.router.add_route("HEAD", "/api/ask-eco", ask_eco.no_content),
         app.router.add_post("/api/signal", signals.post_signal, name="signal"),
+        app.router.add_post("/api/feedback", children.post_feedback, name="feedback"),
+        app.router.add_post("/api/module-usage", children.post_module_usage, name="module-usage"),
     ]
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
