@@ -104,6 +104,18 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return entries
 
 
+# The module keys the ECO app accepts; it drops any other without a word.
+MODULE_KEY_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+
+
+def _module_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    keys = _list(env, name)
+    for key in keys:
+        if re.match(MODULE_KEY_PATTERN, key) is None:
+            raise ConfigError(f"{name} lists module keys of letters, digits and _ . : -, got {key!r}")
+    return keys
+
+
 def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
     try:
         return tuple(ip_network(item, strict=False) for item in _list(env, name))
@@ -169,6 +181,10 @@ class Config:
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_timeout_s: float = 60.0
+    # The modules the OpenAI-compatible responder's replies are made with, named in `done` as `module_combo`
+    # (the ECO app posts a module usage for each, and takes the last as the arm of its feedback). Empty: the
+    # responder's own name.
+    llm_modules: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -243,6 +259,7 @@ class Config:
             llm_api_key=env.get("ECO_LLM_API_KEY") or None,
             llm_model=env.get("ECO_LLM_MODEL") or defaults.llm_model,
             llm_timeout_s=_float(env, "ECO_LLM_TIMEOUT_S", defaults.llm_timeout_s, minimum=0.1),
+            llm_modules=_module_keys(env, "ECO_LLM_MODULES"),
             limits=Limits(
                 signal_body_bytes=_int(
                     env, "ECO_SIGNAL_MAX_BODY_BYTES", limit_defaults.signal_body_bytes, minimum=64

@@ -32,6 +32,9 @@ APP_CALLS: list[tuple[str, str, list[str]]] = [
     # src/api/passiveSignals.ts (the production app) and the ECO backend's client.
     ("POST", "/signal", [*IDENTITY, "x-eco-interaction-id"]),
     ("POST", "/api/signal", [*IDENTITY, "x-eco-interaction-id"]),
+    # src/api/feedback.ts adds X-Guest-Id for a guest; src/api/moduleUsage.ts sends the identity headers.
+    ("POST", "/api/feedback", [*IDENTITY, "x-guest-id"]),
+    ("POST", "/api/module-usage", IDENTITY),
     # src/utils/health.ts: only Accept, which is safelisted; a browser may still preflight when it is odd.
     ("GET", "/api/health", ["accept"]),
 ]

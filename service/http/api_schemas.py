@@ -35,6 +35,14 @@ class UsageSchema(Schema):
     output_tokens = fields.Integer(required=True)
 
 
+def _module_combo() -> fields.List:
+    return fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "the modules that shaped the reply, in order (the ECO app posts each one)"},
+    )
+
+
 class DoneMetaSchema(Schema):
     interaction_id = fields.UUID(
         required=True, metadata={"description": "where the ECO web app takes the id for its signals"}
@@ -44,6 +52,7 @@ class DoneMetaSchema(Schema):
         metadata={"description": "stop, error, client_disconnect or server_shutdown"},
     )
     usage = fields.Nested(UsageSchema, required=True)
+    module_combo = _module_combo()
 
 
 class TokensSchema(Schema):
@@ -61,6 +70,7 @@ class DonePayloadSchema(Schema):
     content = fields.String(required=True)
     interaction_id = fields.UUID(required=True)
     tokens = fields.Nested(TokensSchema, required=True)
+    module_combo = _module_combo()
     timings = fields.Nested(TimingsSchema, required=True)
     at = fields.AwareDateTime(required=True)
     sinceStartMs = fields.Integer(required=True)

@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler
 
 from service.chat.schemas import CLIENT_MESSAGE_ID_MAX_CHARS, ECO_ID_MAX_CHARS
 from service.http.errors import validation_failed
+from service.target.rows import is_local_reply_id
 
 HEADER_INTERACTION_ID = "X-Eco-Interaction-Id"
 HEADER_IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -45,6 +46,8 @@ _NOT_PRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 class HeaderRule:
     max_chars: int
     is_uuid: bool = False
+    # The ECO app's local reply id (`eco-<uuid>`) stands where a uuid is not known yet.
+    or_local_reply_id: bool = False
 
 
 IDENTITY_HEADERS: dict[str, HeaderRule] = {
@@ -54,7 +57,7 @@ IDENTITY_HEADERS: dict[str, HeaderRule] = {
     # Not a uuid is dropped, like the body's user id, rather than refused.
     HEADER_USER_ID: HeaderRule(ECO_ID_MAX_CHARS),
     HEADER_STREAM_ID: HeaderRule(ECO_ID_MAX_CHARS),
-    HEADER_INTERACTION_ID: HeaderRule(ECO_ID_MAX_CHARS, is_uuid=True),
+    HEADER_INTERACTION_ID: HeaderRule(ECO_ID_MAX_CHARS, is_uuid=True, or_local_reply_id=True),
     HEADER_IDEMPOTENCY_KEY: HeaderRule(ECO_ID_MAX_CHARS, is_uuid=True),
     "Authorization": HeaderRule(AUTHORIZATION_MAX_CHARS),
 }
@@ -68,7 +71,7 @@ def header_problem(value: str, rule: HeaderRule) -> str | None:
         return "must not contain control characters"
     if len(value) > rule.max_chars:
         return f"longer than {rule.max_chars} characters"
-    if rule.is_uuid and value.strip():
+    if rule.is_uuid and value.strip() and not (rule.or_local_reply_id and is_local_reply_id(value.strip())):
         try:
             uuid.UUID(value.strip())
         except ValueError:
@@ -87,6 +90,14 @@ def check_headers(request: web.Request) -> None:
 def header_uuid(request: web.Request, name: str) -> str | None:
     """The uuid a (checked) header carries, normalised; None when absent or blank."""
     raw = request.headers.get(name, "").strip()
+    return str(uuid.UUID(raw)) if raw else None
+
+
+def header_interaction_ref(request: web.Request, name: str) -> str | None:
+    """A (checked) header that holds a uuid, normalised, or the app's local reply id as it is."""
+    raw = request.headers.get(name, "").strip()
+    if is_local_reply_id(raw):
+        return raw
     return str(uuid.UUID(raw)) if raw else None
 
 

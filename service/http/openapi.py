@@ -14,7 +14,7 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from service.chat.schemas import AskSchema, SignalSchema
+from service.chat.schemas import AskSchema, FeedbackSchema, ModuleUsageSchema, SignalSchema
 from service.config import Limits
 from service.http import api_schemas as out
 from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
@@ -235,6 +235,25 @@ def _signal_operation(limits: Limits, operation_id: str, summary: str) -> dict[s
     }
 
 
+def _child_operation(summary: str, operation_id: str, schema: str) -> dict[str, Any]:
+    """POST /api/feedback, POST /api/module-usage: children of an interaction, as signals are."""
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": ["signals"],
+        "parameters": [_header(name, text) for name, text in IDENTITY_HEADERS.items()],
+        "requestBody": {"required": True, "content": {JSON: {"schema": f"#/components/schemas/{schema}"}}},
+        "responses": {
+            "204": {
+                "description": "committed to the outbox; delivered once the interaction is in the target"
+            },
+            **_client_errors(400, 413, 415, 422),
+            **RATE_LIMITED,
+            **UNAVAILABLE,
+        },
+    }
+
+
 def _admin(summary: str, operation_id: str, response: str, **extra: Any) -> dict[str, Any]:
     return {
         "summary": summary,
@@ -275,6 +294,20 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
                 limits,
                 "postSignalUnprefixed",
                 "/api/signal under the path the ECO production app posts its passive signals to",
+            )
+        },
+        "/api/feedback": {
+            "post": _child_operation(
+                "Take a like or dislike: 204 once committed (the interaction need not exist yet)",
+                "postFeedback",
+                "Feedback",
+            )
+        },
+        "/api/module-usage": {
+            "post": _child_operation(
+                "Take a module a reply used: 204 once committed, stored once per (interaction, module, position)",
+                "postModuleUsage",
+                "ModuleUsage",
             )
         },
         "/api/interactions/{interaction_id}/signals": {
@@ -449,6 +482,33 @@ def _amend_request_schemas(document: dict[str, Any]) -> None:
         "kept in the stored meta. "
         "Unknown fields are ignored."
     )
+    signal["description"] += (
+        " An interaction id that is the ECO app's local reply id (`eco-<uuid>`) holds the signal until a "
+        "later request gives that id as `message_id` beside a uuid `interaction_id`."
+    )
+    feedback = schemas["Feedback"]
+    feedback["anyOf"] = [{"required": ["interaction_id"]}, {"required": ["interactionId"]}]
+    feedback["properties"]["reason"] = {
+        "type": ["string", "array", "null"],
+        "items": {"type": "string"},
+        "description": "a string, a list of strings, or null; stored as a list",
+    }
+    feedback["description"] = (
+        "A vote on a reply: `vote` up, down, like or dislike. Lands as one eco_feedback row, the reward of "
+        "(interaction, arm) in bandit_rewards (the latest vote's), counted once in eco_bandit_arms. The arm "
+        "is `arm`, else the interaction's first module usage, else `baseline`. An interaction id that is "
+        "the app's local reply id (`eco-<uuid>`) is held until tied; `message_id` set to that id beside a "
+        "uuid interaction_id ties it. Unknown fields are ignored."
+    )
+    usage = schemas["ModuleUsage"]
+    usage["allOf"] = [
+        {"anyOf": [{"required": ["moduleKey"]}, {"required": ["module_key"]}]},
+        {"anyOf": [{"required": ["interactionId"]}, {"required": ["interaction_id"]}]},
+    ]
+    usage["description"] = (
+        "One module of a reply, camelCase (the production app) or snake_case (the ECO backend's names). "
+        "Unknown fields are ignored."
+    )
     ask = schemas["Ask"]
     for flag in ("stream", "isGuest"):
         # marshmallow's Boolean, as the ECO backend read these: true/false, 1/0, "true", "1", "yes", "no"…
@@ -481,6 +541,8 @@ def _document(limits: Limits) -> dict[str, Any]:
     )
     spec.components.schema("Signal", schema=SignalSchema(limits))
     spec.components.schema("Ask", schema=AskSchema(limits))
+    spec.components.schema("Feedback", schema=FeedbackSchema(limits))
+    spec.components.schema("ModuleUsage", schema=ModuleUsageSchema())
     for schema in RESPONSE_SCHEMAS:
         spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
     for path, operations in _paths(limits).items():

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from service.config import Config
 from service.http.cors import setup_cors
-from service.http.views import admin, ask_eco, health, metrics, openapi, page, signals, status
+from service.http.views import admin, ask_eco, children, health, metrics, openapi, page, signals, status
 
 # Route name -> path of the passive signals' view.
 SIGNAL_ROUTES = {"signal": "/api/signal", "signal-unprefixed": "/signal"}
@@ -22,6 +22,8 @@ def setup_routes(app: web.Application, config: Config) -> None:
         *(app.router.add_post(path, signals.post_signal, name=name) for name, path in SIGNAL_ROUTES.items()),
         app.router.add_get("/api/health", health.api_health),
         app.router.add_get("/health", health.plain_health),
+        app.router.add_post("/api/feedback", children.post_feedback, name="feedback"),
+        app.router.add_post("/api/module-usage", children.post_module_usage, name="module-usage"),
     ]
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)

@@ -15,12 +15,14 @@ from service.http.headers import (
     HEADER_IDEMPOTENCY_KEY,
     HEADER_INTERACTION_ID,
     HEADER_SESSION_ID,
+    header_interaction_ref,
     header_text,
     header_uuid,
 )
 from service.http.payload import BEACON_TYPES, read_json
 from service.http.signal_fast_path import signal_fast_path
-from service.keys import CONFIG, WRITER
+from service.http.views.links import enqueue_linked
+from service.keys import CONFIG
 from service.target.rows import signal_event
 
 
@@ -68,7 +70,7 @@ async def post_signal(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     body = await read_json(request, config.limits.signal_body_bytes, BEACON_TYPES)
     overrides: dict[str, str] = {}
-    if interaction_id := header_uuid(request, HEADER_INTERACTION_ID):
+    if interaction_id := header_interaction_ref(request, HEADER_INTERACTION_ID):
         overrides["interaction_id"] = interaction_id
     idempotency_key = header_uuid(request, HEADER_IDEMPOTENCY_KEY)
     schema = signal_schema(config.limits)
@@ -98,10 +100,9 @@ async def post_signal(request: web.Request) -> web.Response:
         signals = [_load(schema, body, overrides)]
 
     events: list[OutboxEvent] = [
-        signal_event(s.interaction_id, s.name, _enriched_meta(s, request), signal_id=s.signal_id)
-        for s in signals
+        signal_event(s.parent, s.name, _enriched_meta(s, request), signal_id=s.signal_id) for s in signals
     ]
-    await request.app[WRITER].enqueue(events)
+    await enqueue_linked(request, events, [s.link for s in signals])
     answers = [{"id": str(event.key), "status": "queued"} for event in events]
     if items is not None:
         return web.json_response(answers, status=202)
