@@ -161,10 +161,12 @@ class ApiHealthSchema(Schema):
     ok = fields.Boolean(required=True, validate=validate.Equal(True))
     prompts = fields.String(required=True, validate=validate.OneOf(["ready"]))
     modulesIndexed = fields.Integer(
-        required=True, metadata={"description": "prompt modules indexed: none, no prompt is built from them"}
+        required=True, metadata={"description": "the modules the responder's replies are named with"}
     )
     roots = fields.List(
-        fields.String(), required=True, metadata={"description": "where prompt modules were read: none"}
+        fields.String(),
+        required=True,
+        metadata={"description": "folders prompt modules were read from: none"},
     )
     responder = fields.String(required=True, metadata={"description": "offline or openai"})
     checkedAt = fields.AwareDateTime(required=True)

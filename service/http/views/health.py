@@ -65,18 +65,20 @@ async def readyz(request: web.Request) -> web.Response:
 async def api_health(request: web.Request) -> web.Response:
     """GET /api/health, which the ECO web app polls, in the ECO backend's shape; ready as /readyz decides.
 
-    The ECO backend counted the prompt modules it had indexed from its prompt folders (`roots`); this service
-    builds no prompt from modules, so it reports none, and names its responder."""
+    The ECO backend counted the prompt modules it had indexed from its prompt folders (`roots`). Here the
+    modules are those the responder's replies are named with (`module_combo` in `done`), read from no
+    folder."""
     problems, _ = await readiness(request.app)
+    responder = request.app[RESPONDER]
     if problems:
         return web.json_response({"ok": False, "reason": "; ".join(problems)}, status=503)
     return web.json_response(
         {
             "ok": True,
             "prompts": "ready",
-            "modulesIndexed": 0,
+            "modulesIndexed": len(responder.modules),
             "roots": [],
-            "responder": request.app[RESPONDER].name,
+            "responder": responder.name,
             "checkedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         }
     )
