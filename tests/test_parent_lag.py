@@ -53,7 +53,8 @@ async def test_every_child_kind_posted_before_its_interaction_lands_once(client:
     landed = await wait_for(
         lambda: fetch(
             db,
-            "select id::text, interaction_id::text from analytics.eco_passive_signals where id = any(%s::uuid[])",
+            "select id::text, interaction_id::text from analytics.eco_passive_signals"
+            " where id = any(%s::uuid[])",
             (list(local_signals),),
         ),
         lambda rows: len(rows) == REPLIES,
