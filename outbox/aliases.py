@@ -21,7 +21,7 @@ from aiopg import Cursor
 from sqlalchemy import text
 
 from outbox.sqlutil import compile_statement
-from outbox.tables import DELIVERED, PENDING
+from outbox.tables import CHANNEL, DELIVERED, PENDING
 
 # Due now, with a fresh count of attempts (the waiting was for the alias, not for the parent); dead ones
 # live again. Rows a relay holds right now are waited for, then moved.
@@ -33,7 +33,17 @@ FROM eco_outbox.events AS a
 WHERE a.kind = :alias_kind AND a.key = e.group_key AND e.kind <> :alias_kind AND e.state <> '{DELIVERED}'
 """
 
-REGROUP = compile_statement(text(_MOVE + "  AND a.key = ANY(CAST(:aliases AS uuid[]))\nRETURNING e.seq"))
+# The relay is woken (as by an insert) when rows moved: they are due now, not at their backoff.
+REGROUP = compile_statement(
+    text(f"""
+WITH moved AS ({_MOVE}  AND a.key = ANY(CAST(:aliases AS uuid[]))
+    RETURNING e.seq
+), wake AS (
+    SELECT pg_notify('{CHANNEL}', '') FROM (SELECT 1 FROM moved LIMIT 1) AS any_row
+)
+SELECT seq FROM moved LEFT JOIN wake ON true
+""")
+)
 REGROUP_SEQS = compile_statement(text(_MOVE + "  AND e.seq = ANY(CAST(:seqs AS bigint[]))\nRETURNING e.seq"))
 
 

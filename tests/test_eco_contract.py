@@ -357,6 +357,17 @@ SIGNALS: list[tuple[str, dict[str, Any], dict[str, str], str, dict[str, Any]]] =
         (key, {"signal": "view", "interaction_id": IID, key: "g-body"}, {}, "view", {"guest_id": "g-body"})
         for key in ("guest_id", "guestId")
     ),
+    # The production app's passive signals carry the reply's local id (see tests/test_local_reply_id.py).
+    *(
+        (
+            key,
+            {"signal": "copy", "interaction_id": IID, key: "eco-local"},
+            {},
+            "copy",
+            {"message_id": "eco-local"},
+        )
+        for key in ("message_id", "messageId")
+    ),
     (
         "guest-header-wins",
         {"signal": "view", "interaction_id": IID, "guestId": "g-body"},

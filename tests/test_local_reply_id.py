@@ -72,8 +72,12 @@ HELD: dict[str, Callable[[TestClient, str], Awaitable[Any]]] = {
     "feedback": post_feedback_under,
     "module-usage": post_usage_under,
 }
-TIES = {"signal": tie_with_signal, "feedback": tie_with_feedback}
-# What each held row lands as: (table, its count for the interaction once delivered, beside the tie's own).
+# name -> (the tie, the table its own row lands in)
+TIES = {
+    "signal": (tie_with_signal, "analytics.eco_passive_signals"),
+    "feedback": (tie_with_feedback, "analytics.eco_feedback"),
+}
+# Where each held row lands.
 LANDS = {
     "signal-in-header": "analytics.eco_passive_signals",
     "signal-in-body": "analytics.eco_passive_signals",
@@ -94,10 +98,9 @@ async def test_a_row_held_under_a_local_id_lands_once_tied(
 ) -> None:
     local, interaction_id = local_id(), str(uuid.uuid4())
     table = LANDS[held]
-    tie_rows = {"signal": "analytics.eco_passive_signals", "feedback": "analytics.eco_feedback"}[
-        tie.__name__[9:]
-    ]
-    expected = 1 + (1 if tie_rows == table else 0)
+    tie, tie_table = tie
+    # The tie's own row lands too: in the same table, it is counted beside the held one.
+    expected = 1 + (1 if tie_table == table else 0)
     if tie_first:
         await tie(client, local, interaction_id)
     await HELD[held](client, local)
@@ -120,13 +123,28 @@ async def test_a_row_held_under_a_local_id_lands_once_tied(
             )
             == 1
         )
-    assert (
-        await scalar(
-            db, "select count(*) from eco_outbox.events where state <> 'delivered' and kind <> 'message_link'"
-        )
-        == 0
+    # Marked in the outbox just after its target commit: settled, nothing left pending or dead.
+    await wait_for(
+        lambda: scalar(db, "select count(*) from eco_outbox.events where state <> 'delivered'"),
+        lambda count: count == 0,
     )
     assert await rows_of(db, table, interaction_id) == expected
+
+
+# name -> X-Eco-Interaction-Id: near misses of a local reply id are refused as any bad uuid is.
+BAD_HEADERS = {
+    "not-a-uuid-after-eco": "eco-123",
+    "other-prefix": f"msg-{uuid.uuid4()}",
+    "empty-prefix": "eco-",
+}
+
+
+@pytest.mark.parametrize("header", BAD_HEADERS.values(), ids=BAD_HEADERS.keys())
+async def test_a_header_that_is_no_local_reply_id_is_a_422(client: TestClient, db: Any, header: str) -> None:
+    resp = await client.post("/api/signal", json={"signal": "view"}, headers={"X-Eco-Interaction-Id": header})
+    assert resp.status == 422
+    assert "X-Eco-Interaction-Id" in (await resp.json())["details"]
+    assert await scalar(db, "select count(*) from eco_outbox.events") == 0
 
 
 async def test_a_local_id_nothing_ties_dies_unresolved_and_can_be_requeued(

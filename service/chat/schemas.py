@@ -25,7 +25,7 @@ from marshmallow import (
 
 from service.chat.responder import ChatMessage
 from service.config import Limits
-from service.target.rows import LOCAL_REPLY_ID, Parent, is_local_reply_id
+from service.target.rows import LOCAL_REPLY_ID, FeedbackRow, Parent, is_local_reply_id
 
 SIGNAL_NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 SIGNAL_NAME = validate.Regexp(SIGNAL_NAME_PATTERN, error="may only hold letters, digits and _ . : -")
@@ -446,16 +446,7 @@ def _parent(data: dict[str, Any], names: tuple[str, ...]) -> Parent:
 
 @dataclass(frozen=True)
 class FeedbackInput:
-    parent: Parent
-    vote: str
-    reason: list[str] | None
-    source: str | None
-    meta: dict[str, Any]
-    message_id: str | None
-    arm: str | None
-    pillar: str | None
-    user_id: uuid.UUID | None
-    session_id: str | None
+    row: FeedbackRow
     # The app's local reply id given beside the real interaction id.
     link: tuple[str, uuid.UUID] | None
 
@@ -501,7 +492,7 @@ class FeedbackSchema(Schema):
     def _make(self, data: dict[str, Any], **kwargs: Any) -> FeedbackInput:
         parent = _parent(data, ("interaction_id", "interactionId"))
         message_id = _first_given(data, ("message_id", "messageId"))
-        return FeedbackInput(
+        row = FeedbackRow(
             parent=parent,
             vote=VOTES[data["vote"].strip().lower()],
             reason=data["reason"],
@@ -512,8 +503,8 @@ class FeedbackSchema(Schema):
             pillar=(data.get("pillar") or "").strip() or None,
             user_id=as_uuid(_first_given(data, USER_ID_KEYS[2:])),
             session_id=_first_given(data, ("session_id", "sessionId")),
-            link=tie(message_id, parent.interaction_id),
         )
+        return FeedbackInput(row, tie(message_id, parent.interaction_id))
 
 
 @dataclass(frozen=True)

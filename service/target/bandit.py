@@ -29,14 +29,13 @@ SUCCESS_AT = 0.5
 # The votes whose interaction is in the target, with what the ECO backend copied from it (prompt hash,
 # user, session) and the arm: the body's, else the interaction's first module by position, else baseline.
 INSERT_FEEDBACK_SQL = f"""
-WITH rows AS (
-    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
-        id uuid, interaction_id uuid, vote text, reason text[], source text, meta jsonb, message_id text,
-        arm text, pillar text, user_id uuid, session_id text, voted_at timestamptz)
-), ready AS MATERIALIZED (
+WITH ready AS MATERIALIZED (
     SELECT r.*, i.user_id AS i_user_id, i.session_id AS i_session_id, i.prompt_hash,
            i.message_id AS i_message_id
-    FROM rows AS r JOIN analytics.eco_interactions AS i ON i.id = r.interaction_id
+    FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
+        id uuid, interaction_id uuid, vote text, reason text[], source text, meta jsonb, message_id text,
+        arm text, pillar text, user_id uuid, session_id text, voted_at timestamptz)
+    JOIN analytics.eco_interactions AS i ON i.id = r.interaction_id
 ), inserted AS (
     INSERT INTO analytics.eco_feedback (
         id, interaction_id, user_id, session_id, vote, reason, source, meta, created_at, message_id, arm,
@@ -54,9 +53,7 @@ WITH rows AS (
     FROM ready AS v
     ON CONFLICT (id) DO NOTHING
 )
-SELECT id::text, true FROM ready
-UNION ALL
-SELECT id::text, false FROM rows WHERE interaction_id IS NULL
+SELECT id::text FROM ready
 """
 
 # The batch's votes as stored (a re-delivery reads the arm it stored the first time), the latest of each
@@ -149,14 +146,13 @@ class ArmMoves:
 Moves = defaultdict[str, ArmMoves]
 
 
-async def deliver_votes(cur: Cursor, rows_json: str) -> dict[str, bool]:
-    """Write a batch of votes; returns each delivered key (True) and each filed under a local id (False)."""
+async def deliver_votes(cur: Cursor, rows_json: str) -> set[str]:
+    """Write a batch of votes; returns the keys of those whose interaction is in the target."""
     await cur.execute(INSERT_FEEDBACK_SQL, {"rows": rows_json})
-    found: dict[str, bool] = dict(await cur.fetchall())
-    ids = [key for key, ready in found.items() if ready]
-    if ids:
-        await _reward(cur, ids)
-    return found
+    written = {row[0] for row in await cur.fetchall()}
+    if written:
+        await _reward(cur, sorted(written))
+    return written
 
 
 async def _reward(cur: Cursor, ids: list[str]) -> None:

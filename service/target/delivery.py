@@ -6,6 +6,7 @@ and not yet marked in the outbox is written again after a crash, and ON CONFLICT
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import psycopg2.errors
@@ -55,14 +56,12 @@ RETURNING id::text
 
 
 # A child row is written only once its interaction exists; the rest wait in the outbox. Those written before
-# (a re-delivery) count as delivered too; those filed under a local reply id (no interaction_id yet) say so.
+# (a re-delivery) count as delivered too.
 def _children_sql(table: str, record: str, values: str) -> str:
     columns = ", ".join(column.split()[0] for column in record.split(", "))
     return f"""
-WITH rows AS (
-    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({record})
-), ready AS MATERIALIZED (
-    SELECT r.* FROM rows AS r
+WITH ready AS MATERIALIZED (
+    SELECT r.* FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({record})
     WHERE EXISTS (SELECT 1 FROM analytics.eco_interactions i WHERE i.id = r.interaction_id)
 ), inserted AS (
     INSERT INTO {table} ({columns})
@@ -70,9 +69,7 @@ WITH rows AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
-SELECT id::text, true FROM ready
-UNION ALL
-SELECT id::text, false FROM rows WHERE interaction_id IS NULL
+SELECT id::text FROM ready
 """
 
 
@@ -114,21 +111,22 @@ async def _deliver_children(
     try:
         async with savepoint(cur, name):
             await cur.execute(sql, {"rows": _rows_json(payloads)})
-            found = dict(await cur.fetchall())
+            written = {row[0] for row in await cur.fetchall()}
     except psycopg2.errors.ForeignKeyViolation:
         # A parent deleted between the check and the insert: every row of the batch waits and retries.
         return DeliveryResult(held={key: "fk_violation" for key in keys})
-    return _children_result(keys, found)
+    return _children_result(keys, payloads, written)
 
 
-def _children_result(keys: Sequence[str], found: dict[str, bool]) -> DeliveryResult:
-    """Keys the statement wrote (True), keys filed under a local reply id (False), the rest wait."""
+def _children_result(keys: Sequence[str], payloads: Sequence[str], written: set[str]) -> DeliveryResult:
+    """The rows not written wait: for their interaction, or, filed under the app's local reply id (no
+    interaction_id yet), for the link that names it. Only those are read here, and only on that path."""
     return DeliveryResult(
-        delivered={key for key, written in found.items() if written},
+        delivered=written,
         held={
-            key: PARENT_MISSING if key not in found else UNRESOLVED_MESSAGE
-            for key in keys
-            if not found.get(key)
+            key: UNRESOLVED_MESSAGE if json.loads(payload).get("interaction_id") is None else PARENT_MISSING
+            for key, payload in zip(keys, payloads, strict=True)
+            if key not in written
         },
     )
 
@@ -144,10 +142,10 @@ async def deliver_module_usages(cur: Cursor, keys: Sequence[str], payloads: Sequ
 async def deliver_feedback(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
     try:
         async with savepoint(cur, "deliver_feedback"):
-            found = await bandit.deliver_votes(cur, _rows_json(payloads))
+            written = await bandit.deliver_votes(cur, _rows_json(payloads))
     except psycopg2.errors.ForeignKeyViolation:
         return DeliveryResult(held={key: "fk_violation" for key in keys})
-    return _children_result(keys, found)
+    return _children_result(keys, payloads, written)
 
 
 async def deliver_links(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
