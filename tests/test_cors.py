@@ -57,6 +57,7 @@ async def test_every_app_call_passes_its_preflight(
     assert resp.headers["Access-Control-Allow-Origin"] == APP_ORIGIN
     assert resp.headers["Access-Control-Allow-Credentials"] == "true"
     assert resp.headers["Access-Control-Allow-Methods"] == method
+    assert resp.headers["Vary"] == "Origin"
     allowed = {name.strip().lower() for name in resp.headers["Access-Control-Allow-Headers"].split(",")}
     assert allowed == set(headers)
 
@@ -259,6 +260,7 @@ async def test_error_answers_to_an_allowed_origin_carry_cors(
     assert resp.headers["Access-Control-Allow-Origin"] == APP_ORIGIN
     assert resp.headers["Access-Control-Allow-Credentials"] == "true"
     assert "Retry-After" in resp.headers["Access-Control-Expose-Headers"]
+    assert "Origin" in resp.headers["Vary"]
     body = await resp.json()
     assert body.get("error") or body.get("reason"), body
 
@@ -293,3 +295,12 @@ async def test_a_preflight_to_an_unknown_route_names_its_status(client: TestClie
     resp = await client.options("/api/nowhere", headers=preflight_headers(APP_ORIGIN, "POST", IDENTITY))
     assert resp.status == 404
     assert resp.headers["Access-Control-Allow-Origin"] == APP_ORIGIN
+
+
+async def test_answers_that_depend_on_the_origin_vary_on_it(client: TestClient) -> None:
+    """A cache must not hand one origin's answer to another, nor an answer without CORS to a browser."""
+    for origin in ({"Origin": APP_ORIGIN}, {"Origin": "https://evil.example"}, {}):
+        resp = await client.post("/signal", json={"signal": "view", "interaction_id": IID}, headers=origin)
+        assert resp.status == 202 and resp.headers["Vary"] == "Origin"
+    # Routes no browser calls answer alike for every origin.
+    assert "Vary" not in (await client.get("/metrics", headers={"Origin": APP_ORIGIN})).headers

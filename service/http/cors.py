@@ -8,7 +8,7 @@ instead of the status: the router adapter hands those answers the same origins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp_cors
@@ -147,8 +147,24 @@ def setup_cors(app: web.Application, origins: tuple[str, ...], routes: list[web.
         allow_methods=ALLOWED_METHODS,
         max_age=PREFLIGHT_MAX_AGE_S,
     )
-    cors = aiohttp_cors.CorsConfig(
-        app, router_adapter=_RouterAdapter(app.router, AllowedOrigins(origins, options))
-    )
+    adapter = _RouterAdapter(app.router, AllowedOrigins(origins, options))
+    cors = aiohttp_cors.CorsConfig(app, router_adapter=adapter)
     for route in routes:
         cors.add(route)
+    app.on_response_prepare.append(_vary_on_origin(adapter))
+
+
+def _vary_on_origin(adapter: _RouterAdapter) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """`Vary: Origin` on every answer whose CORS headers depend on the Origin, as the ECO backend sent it: a
+    cache between the browser and the service must not hand one origin's answer to another."""
+
+    async def vary(request: web.Request, response: web.StreamResponse) -> None:
+        if not adapter.is_cors_enabled_on_request(request):
+            return
+        present = [item.strip().lower() for item in response.headers.get(hdrs.VARY, "").split(",")]
+        if "origin" not in present and "*" not in present:
+            response.headers[hdrs.VARY] = ", ".join(
+                [value for value in (response.headers.get(hdrs.VARY), hdrs.ORIGIN) if value]
+            )
+
+    return vary
