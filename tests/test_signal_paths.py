@@ -88,6 +88,22 @@ async def test_signal_is_rate_limited_as_api_signal(
     assert statuses == [202, 202, 429]
 
 
+INTAKE = [
+    ("/api/feedback", {"interaction_id": IID, "vote": "up"}, 204),
+    ("/api/module-usage", {"moduleKey": "offline", "position": 1, "interactionId": IID}, 204),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status"), INTAKE, ids=[path for path, _, _ in INTAKE])
+async def test_every_route_the_app_writes_to_is_rate_limited(
+    make_client: Callable[..., Awaitable[TestClient]], path: str, body: dict[str, Any], status: int
+) -> None:
+    """Anonymous writes, each an outbox row: bounded per client as signals are."""
+    client = await make_client(rate_limit_per_s=0.01, rate_limit_burst=2.0)
+    statuses = [(await client.post(path, json=body)).status for _ in range(3)]
+    assert statuses == [status, status, 429]
+
+
 async def test_an_events_batch_lands_with_its_message_ids(client: TestClient, db: Any) -> None:
     """As the app flushes a reply's signals: grouped under the interaction's header, message_id in meta."""
     await insert_interaction(db, IID)

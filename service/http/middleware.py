@@ -21,7 +21,15 @@ IPAddress = IPv4Address | IPv6Address
 
 # Route names (see routes.py) that count against the per-client rate limit.
 RATE_LIMITED_ROUTES = frozenset(
-    {"ask-eco", "ask-eco-get", "signal", "signal-unprefixed", "interaction-signals"}
+    {
+        "ask-eco",
+        "ask-eco-get",
+        "signal",
+        "signal-unprefixed",
+        "feedback",
+        "module-usage",
+        "interaction-signals",
+    }
 )
 
 
