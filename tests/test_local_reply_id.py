@@ -192,3 +192,22 @@ async def test_a_tie_revives_rows_that_died_unresolved(
             db, "select interaction_id::text from analytics.eco_passive_signals where id = %s", (signal_id,)
         )
     ) == [(interaction_id,)]
+
+
+async def test_a_module_usage_under_the_local_id_and_again_under_the_real_one_lands_once(
+    client: TestClient, db: Any
+) -> None:
+    local, interaction_id = local_id(), str(uuid.uuid4())
+    await post_usage_under(client, local)
+    await tie_with_signal(client, local, interaction_id)
+    await insert_interaction(db, interaction_id)
+    await wait_for(lambda: rows_of(db, "analytics.eco_module_usages", interaction_id))
+    resp = await client.post(
+        "/api/module-usage", json={"moduleKey": "offline", "position": 1, "interactionId": interaction_id}
+    )
+    assert resp.status == 204
+    await wait_for(
+        lambda: scalar(db, "select count(*) from eco_outbox.events where state <> 'delivered'"),
+        lambda count: count == 0,
+    )
+    assert await rows_of(db, "analytics.eco_module_usages", interaction_id) == 1
