@@ -20,7 +20,7 @@ import aiopg
 from aiopg import Cursor
 from sqlalchemy import text
 
-from outbox.sqlutil import compile_statement
+from outbox.sqlutil import compile_statement, transaction
 from outbox.tables import CHANNEL, DELIVERED, PENDING
 
 # Due now, with a fresh count of attempts (the waiting was for the alias, not for the parent); dead ones
@@ -47,11 +47,20 @@ SELECT seq FROM moved LEFT JOIN wake ON true
 REGROUP_SEQS = compile_statement(text(_MOVE + "  AND e.seq = ANY(CAST(:seqs AS bigint[]))\nRETURNING e.seq"))
 
 
-async def regroup(pool: aiopg.Pool, alias_kind: str, aliases: Sequence[str]) -> list[int]:
-    """Move the rows filed under `aliases` to the groups their (committed) alias rows name."""
+# A row a relay holds is waited for; a relay stuck on its target must not hold the caller (a request) as
+# long: past this wait the move is left to the relay, which makes it when it next holds the row.
+REGROUP_LOCK_TIMEOUT_MS = 1000
+
+
+async def regroup(
+    pool: aiopg.Pool, alias_kind: str, aliases: Sequence[str], lock_timeout_ms: int = REGROUP_LOCK_TIMEOUT_MS
+) -> list[int]:
+    """Move the rows filed under `aliases` to the groups their (committed) alias rows name; raises the
+    lock timeout (55P03) when a row stayed locked longer than `lock_timeout_ms`."""
     if not aliases:
         return []
-    async with pool.acquire() as conn, conn.cursor() as cur:
+    async with pool.acquire() as conn, conn.cursor() as cur, transaction(cur):
+        await cur.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
         await cur.execute(REGROUP.sql, REGROUP.bind(alias_kind=alias_kind, aliases=list(aliases)))
         return [row[0] for row in await cur.fetchall()]
 

@@ -62,6 +62,14 @@ async def test_feedback_shapes_answer_204_and_land_once(client: TestClient, db: 
         "/api/feedback", json={**body, "interaction_id": interaction_id}, headers=APP_HEADERS
     )
     assert resp.status == 204
+    # Committed before the 204: the vote is in the outbox, waiting for its interaction (beside the link of
+    # the local reply id, for the shape that gives one).
+    pending = await fetch(
+        db,
+        "select state from eco_outbox.events where group_key = %s and kind = 'feedback'",
+        (interaction_id,),
+    )
+    assert pending == [("pending",)]
     await insert_interaction(db, interaction_id)
     rows = await wait_for(
         lambda: fetch(

@@ -4,6 +4,7 @@ nothing does."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -187,6 +188,47 @@ async def test_a_tie_revives_rows_that_died_unresolved(
     interaction_id = str(uuid.uuid4())
     await insert_interaction(db, interaction_id)
     await tie_with_feedback(client, local, interaction_id)
+    assert await wait_for(
+        lambda: fetch(
+            db, "select interaction_id::text from analytics.eco_passive_signals where id = %s", (signal_id,)
+        )
+    ) == [(interaction_id,)]
+
+
+async def test_a_module_usage_under_the_local_id_and_again_under_the_real_one_lands_once(
+    client: TestClient, db: Any
+) -> None:
+    local, interaction_id = local_id(), str(uuid.uuid4())
+    await post_usage_under(client, local)
+    await tie_with_signal(client, local, interaction_id)
+    await insert_interaction(db, interaction_id)
+    await wait_for(lambda: rows_of(db, "analytics.eco_module_usages", interaction_id))
+    resp = await client.post(
+        "/api/module-usage", json={"moduleKey": "offline", "position": 1, "interactionId": interaction_id}
+    )
+    assert resp.status == 204
+    await wait_for(
+        lambda: scalar(db, "select count(*) from eco_outbox.events where state <> 'delivered'"),
+        lambda count: count == 0,
+    )
+    assert await rows_of(db, "analytics.eco_module_usages", interaction_id) == 1
+
+
+async def test_a_tie_does_not_wait_on_a_row_a_stuck_relay_holds(client: TestClient, db: Any) -> None:
+    """The tie's move waits on a row locked by a relay (stuck on its target) only for a bounded time: the
+    request is answered, and the relay moves the row when it next holds it."""
+    local, interaction_id = local_id(), str(uuid.uuid4())
+    signal_id = await post_view_under(client, local, in_header=True)
+    await insert_interaction(db, interaction_id)
+    async with db.acquire() as conn, conn.cursor() as cur, cur.begin():
+        # Locked as a relay's claim locks it (this transaction ends only after the tie is answered).
+        await cur.execute("select 1 from eco_outbox.events where key = %s for update", (signal_id,))
+        async with asyncio.timeout(10):
+            await tie_with_signal(client, local, interaction_id)
+        [(group,)] = await fetch(
+            db, "select group_key::text from eco_outbox.events where key = %s", (signal_id,)
+        )
+        assert group == str(local_group(local))
     assert await wait_for(
         lambda: fetch(
             db, "select interaction_id::text from analytics.eco_passive_signals where id = %s", (signal_id,)

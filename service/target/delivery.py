@@ -57,7 +57,8 @@ RETURNING id::text
 
 # A child row is written only once its interaction exists; the rest wait in the outbox. Those written before
 # (a re-delivery) count as delivered too.
-def _children_sql(table: str, record: str, values: str) -> str:
+def _children_sql(table: str, record: str, values: str, *, unless: str = "") -> str:
+    """`unless`: a condition on `ready` under which a row counts as written without a new one."""
     columns = ", ".join(column.split()[0] for column in record.split(", "))
     return f"""
 WITH ready AS MATERIALIZED (
@@ -65,7 +66,7 @@ WITH ready AS MATERIALIZED (
     WHERE EXISTS (SELECT 1 FROM analytics.eco_interactions i WHERE i.id = r.interaction_id)
 ), inserted AS (
     INSERT INTO {table} ({columns})
-    SELECT {values} FROM ready
+    SELECT {values} FROM ready{f" WHERE NOT ({unless})" if unless else ""}
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
@@ -79,10 +80,14 @@ INSERT_SIGNALS_SQL = _children_sql(
     "id, created_at, interaction_id, signal, coalesce(meta, '{}'::jsonb)",
 )
 
+# Keyed by (interaction, module, position), and not written when the table has that usage already (one
+# posted under the app's local reply id and again under the interaction's id; another writer's).
 INSERT_MODULE_USAGES_SQL = _children_sql(
     "analytics.eco_module_usages",
     "id uuid, created_at timestamptz, interaction_id uuid, module_key text, tokens int, position int",
     "id, created_at, interaction_id, module_key, tokens, position",
+    unless="EXISTS (SELECT 1 FROM analytics.eco_module_usages m WHERE m.interaction_id = ready.interaction_id"
+    " AND m.module_key = ready.module_key AND m.position IS NOT DISTINCT FROM ready.position)",
 )
 
 
