@@ -8,17 +8,19 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
+from outbox import metrics as outbox_metrics
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
-from outbox.relay import Relay
+from outbox.relay import PARENT_PENDING, Relay
 from outbox.retention import Purger
+from outbox.target import PARENT_MISSING
 from outbox.wakeup import NotifyListener
 from service.chat.interaction import InteractionRegistry
 from service.chat.responder import build_responder
 from service.config import Config
 from service.http.headers import header_middleware, quiet_malformed_requests
-from service.http.metrics import metrics_middleware
-from service.http.middleware import error_middleware, rate_limit_middleware
+from service.http.metrics import metrics_middleware, zero_http_series
+from service.http.middleware import RATE_LIMITED_ROUTES, error_middleware, rate_limit_middleware
 from service.http.ratelimit import RateLimiter
 from service.http.routes import setup_routes
 from service.keys import (
@@ -115,4 +117,6 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(responder_ctx)
     app.on_shutdown.append(end_streams)
     setup_routes(app, config)
+    outbox_metrics.zero_series(ECO_TARGET, wait_reasons=(PARENT_MISSING, PARENT_PENDING))
+    zero_http_series(app.router, RATE_LIMITED_ROUTES)
     return app
