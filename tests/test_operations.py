@@ -246,6 +246,24 @@ def test_json_logs_carry_context_and_route_stdlib_loggers(capsys) -> None:
     assert stdlib["level"] == "ERROR" and stdlib["logger"] == "aiohttp.server"
 
 
+class TargetGone(LookupError):
+    """An exception class of this test's own, so its name cannot come from anywhere else."""
+
+
+def test_json_logs_name_the_exceptions_real_type(capsys) -> None:
+    setup_logging(json_lines=True)
+    try:
+        try:
+            raise TargetGone("no such table")
+        except TargetGone:
+            logger.exception("delivery failed")
+    finally:
+        setup_logging(json_lines=False)
+    [line] = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line["exception"] == "TargetGone"
+    assert "no such table" in line["traceback"]
+
+
 HOSTILE = "{x}{time}<red>{{</red>"
 
 
