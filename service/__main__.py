@@ -6,10 +6,22 @@ import argparse
 import asyncio
 import sys
 
+from loguru import logger
+
 from service.config import Config
+from service.store.migrations import MigrationError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Start-up failures an operator can act on are one line naming what to do, never a traceback."""
+    try:
+        return _run(argv)
+    except MigrationError as exc:
+        logger.bind(code="startup_failed").error("{}", exc)
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the HTTP API (default)")

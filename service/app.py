@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from loguru import logger
 
 from outbox import metrics as outbox_metrics
 from outbox.deferred import DeferredWrites
@@ -27,6 +26,7 @@ from service.keys import (
     CONFIG,
     DATABASES,
     DEFERRED,
+    NOT_ADDED,
     RATE_LIMITER,
     RELAY,
     RESPONDER,
@@ -47,9 +47,17 @@ DEFERRED_FLUSH_S = 5.0
 async def databases_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     databases = await open_databases(config)
-    for role, applied in (await migrations.migrate_databases(databases)).items():
-        if applied:
-            logger.info("applied migrations to the {} database: {}", role, ", ".join(applied))
+    if config.migrate_on_start:
+        try:
+            outcomes = await migrations.migrate_dsns(
+                databases.outbox_dsn, databases.target_dsn, config.migrations
+            )
+        except BaseException:
+            await databases.close()
+            raise
+        migrations.log_outcomes(outcomes)
+        for outcome in outcomes.values():
+            app[NOT_ADDED].update(outcome.not_added)
     app[DATABASES] = databases
     yield
     await databases.close()
@@ -111,6 +119,7 @@ def create_app(config: Config | None = None) -> web.Application:
     )
     app[CONFIG] = config
     app[STREAMS] = InteractionRegistry()
+    app[NOT_ADDED] = {}
     app[RATE_LIMITER] = RateLimiter(config.rate_limit_per_s, config.rate_limit_burst)
     app.cleanup_ctx.append(databases_ctx)
     app.cleanup_ctx.append(outbox_ctx)

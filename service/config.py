@@ -95,6 +95,19 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class MigrationSettings:
+    """The start-up migrator's bounds (service.store.migrations)."""
+
+    # Its own deadline, lock waits, retries and index builds included: not the pool's client timeout.
+    timeout_s: float = 300.0
+    # A migration statement gives up a lock wait after this: while DDL waits, the table's writers queue
+    # behind it.
+    lock_timeout_ms: int = 2000
+    # The pause before trying a file again after a lock wait given up, or the lock again.
+    retry_pause_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 3001
@@ -103,6 +116,10 @@ class Config:
     # Set by the ECO_PROCESSES supervisor for its workers (never from the environment): the folder where
     # prometheus-client's multiprocess mode keeps every worker's values, so that /metrics sums them.
     metrics_dir: Path | None = None
+    # False in the ECO_PROCESSES supervisor's workers (never from the environment): the supervisor applied
+    # the migrations once before starting them, so that no worker is a migrator whose death stops them all.
+    migrate_on_start: bool = True
+    migrations: MigrationSettings = field(default_factory=MigrationSettings)
     # X-Forwarded-For names the client only when the connection comes from one of these networks.
     trusted_proxies: tuple[IPNetwork, ...] = ()
     database_url: str | None = None
@@ -146,6 +163,7 @@ class Config:
         relay_defaults = RelaySettings()
         backoff_defaults = Backoff()
         limit_defaults = Limits()
+        migration_defaults = MigrationSettings()
         return cls(
             host=env.get("ECO_HOST", defaults.host),
             port=_int(env, "ECO_PORT", defaults.port),
@@ -155,6 +173,15 @@ class Config:
             data_dir=Path(env.get("ECO_DATA_DIR") or defaults.data_dir).expanduser().resolve(),
             db_pool_max=_int(env, "ECO_DB_POOL_MAX", defaults.db_pool_max, minimum=2),
             db_timeout_s=_float(env, "ECO_DB_TIMEOUT_S", defaults.db_timeout_s, minimum=0.1),
+            migrations=MigrationSettings(
+                timeout_s=_float(env, "ECO_MIGRATION_TIMEOUT_S", migration_defaults.timeout_s, minimum=1.0),
+                lock_timeout_ms=_int(
+                    env, "ECO_MIGRATION_LOCK_TIMEOUT_MS", migration_defaults.lock_timeout_ms, minimum=1
+                ),
+                retry_pause_s=_float(
+                    env, "ECO_MIGRATION_RETRY_PAUSE_S", migration_defaults.retry_pause_s, minimum=0.01
+                ),
+            ),
             retry_after_s=_int(env, "ECO_RETRY_AFTER_S", defaults.retry_after_s, minimum=1),
             intake_batch_max_rows=_int(
                 env, "ECO_INTAKE_BATCH_MAX_ROWS", defaults.intake_batch_max_rows, minimum=1

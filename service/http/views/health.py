@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from outbox.errors import CONNECTION_ERRORS
-from service.keys import DATABASES, RELAY, SIDE_LOOPS, WRITER
+from service.keys import DATABASES, NOT_ADDED, RELAY, SIDE_LOOPS, WRITER
 from service.store import migrations
 
 READY_TIMEOUT_S = 3.0
@@ -22,15 +22,21 @@ async def readyz(request: web.Request) -> web.Response:
     last batches all failed; 503 with why not. `loops` reports each loop, for operators and the admin page."""
     databases = request.app[DATABASES]
     problems: list[str] = []
+    # Optional migrations not applied: the service works without them, and says what it lacks.
+    not_added: dict[str, str] = {}
     for role, pool, sets in migrations.roles(databases):
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
-                missing = await migrations.pending(pool, sets)
+                missing, optional = await migrations.pending(pool, sets)
         except (*CONNECTION_ERRORS, TimeoutError) as exc:
             problems.append(f"{role} database unreachable: {exc.__class__.__name__}")
             continue
         if missing:
             problems.append(f"{role} database has pending migrations: {', '.join(missing)}")
+        for migration in optional:
+            not_added[migration.version] = request.app[NOT_ADDED].get(
+                migration.version, f"not applied; without it, {migration.why}"
+            )
     relay = request.app[RELAY]
     writer = request.app[WRITER]
     side_loops = request.app[SIDE_LOOPS]
@@ -42,6 +48,9 @@ async def readyz(request: web.Request) -> web.Response:
         health.name: health.report()
         for health in (*relay.loops, *writer.loops, *(task.health for task in side_loops))
     }
+    details: dict[str, object] = {"not_added": not_added} if not_added else {}
     if problems:
-        return web.json_response({"status": "unavailable", "problems": problems, "loops": loops}, status=503)
-    return web.json_response({"status": "ready", "loops": loops})
+        return web.json_response(
+            {"status": "unavailable", "problems": problems, "loops": loops, **details}, status=503
+        )
+    return web.json_response({"status": "ready", "loops": loops, **details})
