@@ -186,7 +186,8 @@ class _Migrator:
             await asyncio.sleep(min(self._settings.retry_pause_s, max(self._left_s(), 0)))
 
     async def apply(self, migration: Migration) -> None:
-        """Apply one file, trying again after a lock wait given up, until the deadline."""
+        """Apply one file, trying again after a lock wait given up, until the deadline (said once a file)."""
+        waited = False
         while True:
             try:
                 await self._apply_once(migration)
@@ -194,9 +195,12 @@ class _Migrator:
             except psycopg2.Error as exc:
                 if sqlstate(exc) not in RETRIED_SQLSTATES or self._left_s() <= self._settings.retry_pause_s:
                     raise
-                logger.bind(code=sqlstate(exc)).info(
-                    "migration {} waits for a lock held by others; trying again", migration.version
-                )
+                if not waited:
+                    logger.bind(code=sqlstate(exc)).info(
+                        "migration {} waits for locks others hold; trying again until its deadline",
+                        migration.version,
+                    )
+                waited = True
             await asyncio.sleep(self._settings.retry_pause_s)
 
     async def _apply_once(self, migration: Migration) -> None:
