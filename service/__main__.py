@@ -8,7 +8,7 @@ import sys
 
 from loguru import logger
 
-from service.config import Config
+from service.config import Config, ConfigError
 from service.store.migrations import MigrationError
 
 
@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     """Start-up failures an operator can act on are one line naming what to do, never a traceback."""
     try:
         return _run(argv)
+    except ConfigError as exc:
+        print(f"configuration refused: {exc}", file=sys.stderr)
+        return 2
     except MigrationError as exc:
         logger.bind(code="startup_failed").error("{}", exc)
         return 1

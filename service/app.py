@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from loguru import logger
 
 from outbox import metrics as outbox_metrics
 from outbox.deferred import DeferredWrites
@@ -81,6 +82,8 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     deferred = DeferredWrites(writer, max_rows=config.deferred_max_rows, retry_s=config.deferred_retry_s)
     await writer.start()
     deferred.start()
+    if config.relay.loops == 0:
+        logger.info("intake only (ECO_RELAY_LOOPS=0): a relay running elsewhere delivers the outbox")
     relay.start()
     listener.start()
     purger.start()

@@ -60,6 +60,20 @@ def _aliased(env: Mapping[str, str], name: str, alias: str) -> str:
     return alias if not env.get(name, "").strip() and env.get(alias, "").strip() else name
 
 
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A token as set; refused when it differs from itself stripped (a secret mounted from a file keeps its
+    newline): the token a client presents is stripped, so it could never match."""
+    raw = env.get(name, "")
+    if not raw:
+        return None
+    if raw != raw.strip():
+        raise ConfigError(
+            f"{name} has leading or trailing whitespace (a newline from a secret file?): it could never"
+            " match a presented token; set it without"
+        )
+    return raw
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
@@ -219,7 +233,7 @@ class Config:
             sse_send_timeout_s=_float(
                 env, "ECO_SSE_SEND_TIMEOUT_S", defaults.sse_send_timeout_s, minimum=0.1
             ),
-            admin_token=env.get("ECO_ADMIN_TOKEN") or None,
+            admin_token=_secret(env, "ECO_ADMIN_TOKEN"),
             cors_origins=defaults.cors_origins
             if "ECO_CORS_ORIGINS" not in env
             else _list(env, "ECO_CORS_ORIGINS"),

@@ -7,10 +7,11 @@ import asyncio
 from aiohttp import web
 
 from outbox.errors import CONNECTION_ERRORS
-from service.keys import DATABASES, NOT_ADDED, RELAY, SIDE_LOOPS, WRITER
+from service.keys import CONFIG, DATABASES, NOT_ADDED, RELAY, SIDE_LOOPS, WRITER
 from service.store import migrations
 
 READY_TIMEOUT_S = 3.0
+INTAKE_ONLY = "none in this process (ECO_RELAY_LOOPS=0): it relies on a relay running elsewhere"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -40,7 +41,10 @@ async def readyz(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     writer = request.app[WRITER]
     side_loops = request.app[SIDE_LOOPS]
-    problems.extend(relay.problems())
+    # ECO_RELAY_LOOPS=0: an intake-only node, ready without a relay of its own.
+    intake_only = request.app[CONFIG].relay.loops == 0
+    if not intake_only:
+        problems.extend(relay.problems())
     if not writer.running:
         problems.append("intake writer not running")
     problems.extend(f"{task.task_name} not running" for task in side_loops if not task.running)
@@ -49,6 +53,8 @@ async def readyz(request: web.Request) -> web.Response:
         for health in (*relay.loops, *writer.loops, *(task.health for task in side_loops))
     }
     details: dict[str, object] = {"not_added": not_added} if not_added else {}
+    if intake_only:
+        details["relay"] = INTAKE_ONLY
     if problems:
         return web.json_response(
             {"status": "unavailable", "problems": problems, "loops": loops, **details}, status=503
