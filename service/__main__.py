@@ -9,7 +9,11 @@ import sys
 from loguru import logger
 
 from service.config import Config, ConfigError
+from service.extras import MissingExtra
 from service.store.migrations import MigrationError
+
+# The `ask` client's packages (the `cli` extra).
+CLI_MODULES = frozenset({"httpx", "httpx_sse"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration refused: {exc}", file=sys.stderr)
         return 2
-    except MigrationError as exc:
+    except (MigrationError, MissingExtra) as exc:
         logger.bind(code="startup_failed").error("{}", exc)
         return 1
 
@@ -59,7 +63,12 @@ def _run(argv: list[str] | None) -> int:
             serve(config)
         return 0
     if args.command == "ask":
-        from service.cli.client import run_ask
+        try:
+            from service.cli.client import run_ask
+        except ImportError as exc:
+            if exc.name not in CLI_MODULES:
+                raise
+            raise MissingExtra("cli", "`python -m service ask`", exc.name) from None
 
         return run_ask(args.url or f"http://{config.host}:{config.port}", args.message, args.timeout_s)
     if args.command == "migrate":
