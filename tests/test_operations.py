@@ -11,6 +11,7 @@ from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from outbox.retention import purge_delivered
+from service.http.ratelimit import RateLimiter
 from service.keys import DATABASES, RELAY
 from service.runtime.logs import setup_logging
 from tests.helpers import fetch, iter_sse, scalar, wait_for
@@ -161,6 +162,29 @@ async def test_rate_limit_answers_429_with_retry_after(make_client) -> None:
     other_guest = await client.post("/api/signal", json=body, headers={"X-Eco-Guest-Id": "g2"})
     assert other_guest.status == 429
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_the_rate_limit_counts_signals_not_requests(make_client, db) -> None:
+    """A batch of n signals costs n tokens: a client at the limit cannot multiply it by the batch size."""
+    client = await make_client(rate_limit_per_s=0.001, rate_limit_burst=10.0)
+    parent = str(uuid.uuid4())
+    batch = [{"interaction_id": parent, "name": "view"} for _ in range(8)]
+    assert (await client.post("/api/signal", json=batch)).status == 202
+    refused = await client.post("/api/signal", json=batch)
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+    # Two tokens were left, and the refused batch spent one as a request: one single signal passes.
+    single = {"interaction_id": parent, "name": "view"}
+    assert [(await client.post("/api/signal", json=single)).status for _ in range(2)] == [202, 429]
+    assert await scalar(db, "select count(*) from eco_outbox.events where group_key = %s", (parent,)) == 9
+
+
+def test_a_cost_above_the_burst_is_charged_as_the_burst() -> None:
+    now = [0.0]
+    limiter = RateLimiter(1.0, 5.0, clock=lambda: now[0])
+    assert limiter.acquire("c", 100) == 0.0
+    assert limiter.acquire("c") == 1.0
+    now[0] = 5.0
+    assert limiter.acquire("c", 100) == 0.0
 
 
 async def signal_statuses(client, forwarded_for: list[str]) -> list[int]:

@@ -94,15 +94,21 @@ def client_of(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
     return remote
 
 
+def charge(request: web.Request, cost: float = 1.0) -> None:
+    """Take `cost` tokens from the client's bucket, or refuse the request with 429 and Retry-After."""
+    wait_s = request.app[RATE_LIMITER].acquire(client_of(request, request.app[CONFIG].trusted_proxies), cost)
+    if wait_s > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many requests from this client; slow down",
+            headers={"Retry-After": str(math.ceil(wait_s))},
+        )
+
+
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One token per request, before its body is read; the signal view charges a batch's other signals."""
     if request.match_info.route.name in RATE_LIMITED_ROUTES:
-        wait_s = request.app[RATE_LIMITER].acquire(client_of(request, request.app[CONFIG].trusted_proxies))
-        if wait_s > 0:
-            raise ApiError(
-                429,
-                "rate_limited",
-                "too many requests from this client; slow down",
-                headers={"Retry-After": str(math.ceil(wait_s))},
-            )
+        charge(request)
     return await handler(request)
