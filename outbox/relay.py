@@ -8,6 +8,7 @@ VM) loses its claim after `claim_timeout_s`: the server ends its idle transactio
 Failures come in three classes, decided by SQLSTATE (outbox.errors.classify):
 - waiting: a child row's parent is not in the target yet. The row backs off and is charged an attempt, unless
   its parent is still pending in the outbox; it is released (or revived from dead) when its parent lands.
+  An orphan (its parent in neither the outbox nor the target) has a shorter bound, `orphan_max_attempts`.
 - outage: a database unreachable, a session lost, a statement cancelled. The loop pauses with growing
   delays that a NOTIFY does not cut short; no row is charged.
 - refused: the target rejects some rows. The batch is bisected in the same pass, so every other row is
@@ -46,6 +47,10 @@ class RelaySettings:
     poll_s: float = 1.0
     max_attempts: int = 20
     max_age_s: float = 3600.0
+    # A child whose parent is in neither the outbox nor the target (an orphan: anyone may post one) dies
+    # after this many attempts, not `max_attempts`: with the default backoff, 25-50 s after it was first
+    # tried, long enough for a parent another writer puts in the target late.
+    orphan_max_attempts: int = 12
     # Delivery loops: one's Python work overlaps the other's wait on the database (see README, Performance).
     loops: int = 2
     retention_s: float = 7 * 24 * 3600.0
@@ -378,7 +383,10 @@ class Relay:
             # (which an outage may have spent) does not kill it; its attempts still bound it.
             raced = parent_pending is False
             too_old = age_s >= self._settings.max_age_s and not raced
-            if attempt >= self._settings.max_attempts or too_old:
+            max_attempts = self._settings.max_attempts
+            if reason == PARENT_MISSING and parent_pending is None:
+                max_attempts = min(max_attempts, self._settings.orphan_max_attempts)
+            if attempt >= max_attempts or too_old:
                 held_states.append(DEAD)
                 held_delays_ms.append(0.0)
                 metrics.RELAY_DEAD.labels(kind=kind, reason=reason).inc()

@@ -211,6 +211,9 @@ class Config:
                 poll_s=_float(env, "ECO_RELAY_POLL_S", relay_defaults.poll_s, minimum=0.01),
                 max_attempts=_int(env, "ECO_RELAY_MAX_ATTEMPTS", relay_defaults.max_attempts, minimum=1),
                 max_age_s=_float(env, "ECO_RELAY_MAX_AGE_S", relay_defaults.max_age_s, minimum=0.0),
+                orphan_max_attempts=_int(
+                    env, "ECO_RELAY_ORPHAN_MAX_ATTEMPTS", relay_defaults.orphan_max_attempts, minimum=1
+                ),
                 loops=_int(env, _aliased(env, "ECO_RELAY_LOOPS", "ECO_RELAY_WORKERS"), relay_defaults.loops),
                 coalesce_ms=_float(env, "ECO_RELAY_COALESCE_MS", relay_defaults.coalesce_ms),
                 claim_timeout_s=_float(
