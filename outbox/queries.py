@@ -133,6 +133,19 @@ DELETE FROM eco_outbox.events WHERE seq IN (
 """)
 )
 
+# Dead rows after their own retention, oldest first through events_dead_idx (dead_at, seq).
+PURGE_DEAD_BATCH = compile_statement(
+    text(f"""
+DELETE FROM eco_outbox.events WHERE seq IN (
+    SELECT seq FROM eco_outbox.events
+    WHERE state = '{DEAD}' AND dead_at < now() - :retention_s * interval '1 second'
+    ORDER BY dead_at, seq
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+""")
+)
+
 PURGE_DEAD = compile_statement(
     text(f"""
 DELETE FROM eco_outbox.events

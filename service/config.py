@@ -223,6 +223,10 @@ class Config:
                     env, "ECO_RELAY_UNHEALTHY_BATCHES", relay_defaults.unhealthy_batches, minimum=1
                 ),
                 retention_s=_float(env, "ECO_OUTBOX_RETENTION_S", relay_defaults.retention_s),
+                dead_retention_s=_float(env, "ECO_OUTBOX_DEAD_RETENTION_S", relay_defaults.dead_retention_s),
+                purge_interval_s=_float(
+                    env, "ECO_OUTBOX_PURGE_INTERVAL_S", relay_defaults.purge_interval_s, minimum=0.01
+                ),
                 purge_batch=_int(env, "ECO_OUTBOX_PURGE_BATCH", relay_defaults.purge_batch, minimum=1),
                 backoff=Backoff(
                     base_ms=_float(env, "ECO_RELAY_BACKOFF_BASE_MS", backoff_defaults.base_ms, minimum=1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import replace
 from ipaddress import ip_network
 
 from loguru import logger
@@ -14,6 +15,7 @@ from outbox.retention import purge_delivered
 from service.http.ratelimit import RateLimiter
 from service.keys import DATABASES, RELAY
 from service.runtime.logs import setup_logging
+from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, iter_sse, scalar, wait_for
 
 
@@ -222,7 +224,7 @@ async def test_retention_purges_old_delivered_rows_in_batches_and_keeps_the_rest
         SELECT 'signal', gen_random_uuid(), gen_random_uuid(), '{}'::jsonb, state, at, dead_at
         FROM (VALUES ('delivered', now() - interval '2 days', NULL::timestamptz),
                      ('delivered', now() - interval '1 minute', NULL),
-                     ('dead', NULL, now() - interval '30 days'),
+                     ('dead', NULL, now() - interval '1 day'),
                      ('pending', NULL, NULL)) AS v(state, at, dead_at),
              generate_series(1, 5)
         RETURNING seq
@@ -234,6 +236,31 @@ async def test_retention_purges_old_delivered_rows_in_batches_and_keeps_the_rest
     assert purged == 5
     counts = dict(await fetch(db, "SELECT state, count(*) FROM eco_outbox.events GROUP BY state"))
     assert counts == {"delivered": 5, "dead": 5, "pending": 5}
+
+
+async def test_the_purger_removes_dead_rows_after_their_own_retention(make_client, db) -> None:
+    """Dead rows past ECO_OUTBOX_DEAD_RETENTION_S go, in batches; younger dead rows and the rest stay."""
+    await fetch(
+        db,
+        """
+        INSERT INTO eco_outbox.events (kind, key, group_key, payload, state, delivered_at, dead_at)
+        SELECT 'signal', gen_random_uuid(), gen_random_uuid(), '{}'::jsonb, state, at, dead_at
+        FROM (VALUES ('dead', NULL::timestamptz, now() - interval '3 days'),
+                     ('dead', NULL, now() - interval '1 minute'),
+                     ('delivered', now() - interval '3 days', NULL)) AS v(state, at, dead_at),
+             generate_series(1, 5)
+        RETURNING seq
+        """,
+    )
+    relay = replace(
+        TEST_RELAY, dead_retention_s=2 * 24 * 3600.0, retention_s=30 * 24 * 3600.0, purge_batch=2, loops=0
+    )
+    await make_client(relay=relay)
+    await wait_for(
+        lambda: fetch(db, "SELECT state, count(*) FROM eco_outbox.events GROUP BY state ORDER BY state"),
+        lambda counts: counts == [("dead", 5), ("delivered", 5)],
+    )
+    assert await scalar(db, "SELECT max(dead_at) < now() - interval '2 days' FROM eco_outbox.events") is False
 
 
 async def test_sse_sends_keepalive_comments(make_client) -> None:
