@@ -159,6 +159,11 @@ class Config:
     rate_limit_per_s: float = 50.0
     rate_limit_burst: float = 200.0
     sse_send_timeout_s: float = 30.0
+    # A client slower than these is cut off: the request head must be complete this long after the
+    # connection opened or its last answer ended (aiohttp's keep-alive timeout, kept above a proxy's idle
+    # upstream keep-alive, 60 s in nginx); the body must arrive within body_timeout_s (408).
+    header_timeout_s: float = 75.0
+    body_timeout_s: float = 10.0
     admin_token: str | None = None
     # The ECO web app's dev and preview servers; an entry with `*` is a pattern (`https://*.vercel.app`).
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
@@ -240,6 +245,8 @@ class Config:
             sse_send_timeout_s=_float(
                 env, "ECO_SSE_SEND_TIMEOUT_S", defaults.sse_send_timeout_s, minimum=0.1
             ),
+            header_timeout_s=_float(env, "ECO_HEADER_TIMEOUT_S", defaults.header_timeout_s, minimum=0.1),
+            body_timeout_s=_float(env, "ECO_BODY_TIMEOUT_S", defaults.body_timeout_s, minimum=0.1),
             admin_token=_secret(env, "ECO_ADMIN_TOKEN"),
             cors_origins=defaults.cors_origins
             if "ECO_CORS_ORIGINS" not in env

@@ -52,9 +52,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     logger.bind(code=error.error, interaction_id=_interaction_id(request)).info(
         "{} {} -> {}: {}", request.method, request.path, error.status, error.message
     )
-    return error_response(
+    response = error_response(
         error.status, error.error, error.message, details=error.details, headers=error.headers
     )
+    if error.close:
+        response.force_close()
+    return response
 
 
 def _interaction_id(request: web.Request) -> str | None:
