@@ -238,7 +238,7 @@ class Relay:
 
     async def _seconds_until_due(self) -> float:
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(SECONDS_UNTIL_DUE.sql, SECONDS_UNTIL_DUE.params)
+            await cur.execute(SECONDS_UNTIL_DUE.sql, SECONDS_UNTIL_DUE.bind(kinds=list(self._deliverers)))
             row = await cur.fetchone()
         seconds = row[0] if row and row[0] is not None else self._settings.poll_s
         return max(0.0, min(seconds, self._settings.poll_s))
@@ -250,7 +250,9 @@ class Relay:
         outcome = BatchOutcome()
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
             async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
-                await cur.execute(CLAIM.sql, CLAIM.bind(limit=self._settings.batch_size))
+                await cur.execute(
+                    CLAIM.sql, CLAIM.bind(limit=self._settings.batch_size, kinds=list(self._deliverers))
+                )
                 rows = [ClaimedRow(*row) for row in await cur.fetchall()]
                 if not rows:
                     return outcome
