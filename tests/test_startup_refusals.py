@@ -15,6 +15,7 @@ import pytest
 from service.config import PROJECT_DIR, Config, ConfigError
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, scalar
+from tests.service_process import free_port
 
 
 def run_service(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,3 +83,13 @@ async def test_a_migration_that_cannot_finish_ends_the_start_in_one_line(databas
     assert "Traceback" not in result.stderr
     [line] = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert "001_target_analytics not applied (55P03" in line
+
+
+def test_an_unreachable_database_at_start_is_one_line() -> None:
+    # A closed port on loopback: the connection is refused at once.
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    result = run_service({"DATABASE_URL": dsn}, "serve")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert "the outbox database could not be reached" in line

@@ -32,7 +32,7 @@ import aiopg
 import psycopg2
 from loguru import logger
 
-from outbox.errors import sqlstate
+from outbox.errors import CONNECTION_ERRORS, describe, sqlstate
 from outbox.sqlutil import transaction
 from service.config import PROJECT_DIR, MigrationSettings
 from service.store.database import Databases
@@ -246,7 +246,7 @@ async def migrate(
                     try:
                         await migrator.apply(migration)
                     except psycopg2.Error as exc:
-                        reason = f"{sqlstate(exc) or 'error'}: {str(exc).strip().splitlines()[0]}"
+                        reason = describe(exc)
                         if not migration.optional:
                             raise MigrationError(f"{migration.version} not applied ({reason})") from exc
                         if migration.concurrently:
@@ -274,9 +274,18 @@ def roles(databases: Databases) -> list[tuple[str, aiopg.Pool, frozenset[str]]]:
 
 
 async def migrate_dsns(outbox_dsn: str, target_dsn: str, settings: MigrationSettings) -> dict[str, Outcome]:
-    """Bring every database up to date; what was applied and what could not be, by role."""
+    """Bring every database up to date; what was applied and what could not be, by role. A database that
+    cannot be reached is a MigrationError naming it."""
     dsns = {OUTBOX: outbox_dsn, TARGET: target_dsn}
-    return {role: await migrate(dsns[role], sets, settings) for role, sets in plan(outbox_dsn, target_dsn)}
+    outcomes: dict[str, Outcome] = {}
+    for role, sets in plan(outbox_dsn, target_dsn):
+        try:
+            outcomes[role] = await migrate(dsns[role], sets, settings)
+        except CONNECTION_ERRORS as exc:
+            raise MigrationError(
+                f"the {role} database could not be reached or did not answer in time: {describe(exc)}"
+            ) from exc
+    return outcomes
 
 
 def log_outcomes(outcomes: dict[str, Outcome]) -> None:
