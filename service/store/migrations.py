@@ -11,8 +11,8 @@ How a file runs, said by an optional first line `-- migrate: <flag>[, <flag>]: <
   ...` statement, run outside a transaction, so that the build does not block the table's writers; an
   invalid index a failed build left behind is dropped before the next try;
 - `optional`: the service works without what the file adds (the text after the colon says what is lost):
-  a failure other than a lock wait is reported (one log line, /readyz), not fatal, and tried again at the
-  next start. Such a file is not recorded until it succeeds.
+  a failure (a lock wait, once its retries ran out at the deadline) is reported (one log line, /readyz),
+  not fatal, and tried again at the next start. Such a file is not recorded until it succeeds.
 
 Every migrator takes a session advisory lock first (N processes, one migrator; the others wait, then find
 nothing to do), on its own connection with its own deadline (never the pool's client timeout). Every
