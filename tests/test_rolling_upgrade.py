@@ -42,10 +42,10 @@ def extract_release(commit: str, directory: Path) -> Path:
     return directory
 
 
-def env_for(dsn: str, tree: Path) -> dict[str, str]:
+def env_for(outbox_dsn: str, target_dsn: str, tree: Path) -> dict[str, str]:
     return {
-        "DATABASE_URL": dsn,
-        "TARGET_DATABASE_URL": "",
+        "DATABASE_URL": outbox_dsn,
+        "TARGET_DATABASE_URL": "" if target_dsn == outbox_dsn else target_dsn,
         "PYTHONPATH": str(tree),
         "ECO_RATE_LIMIT_PER_S": "0",
         "ECO_OFFLINE_CHUNK_DELAY_MS": "0",
@@ -95,16 +95,20 @@ class Load:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("split", [False, True], ids=["one database", "outbox and target apart"])
 async def test_the_previous_release_loses_nothing_while_this_one_migrates_beside_it(
-    server_dsn: str, tmp_path: Path
+    server_dsn: str, tmp_path: Path, split: bool
 ) -> None:
     old_tree = extract_release(PREVIOUS_RELEASE, tmp_path / "previous")
-    name = f"eco_upgrade_{uuid.uuid4().hex[:10]}"
-    admin(server_dsn, f"CREATE DATABASE {name}")
-    dsn = make_dsn(server_dsn, dbname=name)
-    pool = await aiopg.create_pool(dsn, minsize=0, maxsize=4, enable_hstore=False)
-    old = ServiceProcess(env_for(dsn, old_tree), tmp_path / "old.log", name="previous", cwd=old_tree)
-    new = ServiceProcess(env_for(dsn, PROJECT_DIR), tmp_path / "new.log", name="this release")
+    names = [f"eco_upgrade_{uuid.uuid4().hex[:10]}" for _ in range(2 if split else 1)]
+    for name in names:
+        admin(server_dsn, f"CREATE DATABASE {name}")
+    outbox_dsn, target_dsn = (make_dsn(server_dsn, dbname=name) for name in (names[0], names[-1]))
+    outbox = await aiopg.create_pool(outbox_dsn, minsize=0, maxsize=4, enable_hstore=False)
+    target = await aiopg.create_pool(target_dsn, minsize=0, maxsize=4, enable_hstore=False)
+    old_env, new_env = (env_for(outbox_dsn, target_dsn, tree) for tree in (old_tree, PROJECT_DIR))
+    old = ServiceProcess(old_env, tmp_path / "old.log", name="previous", cwd=old_tree)
+    new = ServiceProcess(new_env, tmp_path / "new.log", name="this release")
     try:
         # The previous release creates the schema as it would have in production, then serves under load.
         await old.start()
@@ -121,18 +125,18 @@ async def test_the_previous_release_loses_nothing_while_this_one_migrates_beside
                 await wait_for(
                     lambda: asyncio.sleep(0, len(on_old.statuses)),
                     lambda answered: answered >= after + REQUESTS_AFTER,
-                    timeout_s=60,
+                    timeout_s=120,
                 )
             finally:
                 await asyncio.gather(on_old.stop(), on_new.stop())
 
         for load in (on_old, on_new):
             assert load.statuses and set(load.statuses) <= {200, 202}, sorted(map(str, set(load.statuses)))
-            await load.checker.wait_settled(pool)
-            report = await load.checker.verify(pool, pool)
+            await load.checker.wait_settled(outbox)
+            report = await load.checker.verify(outbox, target)
             assert report.delivered == report.acknowledged > 0 and report.dead == 0
             assert await scalar(
-                pool,
+                target,
                 "select count(*) from analytics.eco_interactions where id = any(%s::uuid[])"
                 " and tokens_out is not null",
                 (load.asks,),
@@ -141,6 +145,8 @@ async def test_the_previous_release_loses_nothing_while_this_one_migrates_beside
     finally:
         await new.terminate()
         await old.terminate()
-        pool.close()
-        await pool.wait_closed()
-        admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        for pool in (outbox, target):
+            pool.close()
+            await pool.wait_closed()
+        for name in names:
+            admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
