@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # One stamp per purpose: each installs install_requires plus the extras it needs (setup.cfg).
 STAMP = $(VENV)/.installed-$(1)
-EXTRAS_run := embedded
+# `make run` installs what the README's commands need: the embedded database and `python -m service ask`.
+EXTRAS_run := embedded cli
 EXTRAS_test := embedded cli test lint bench
 EXTRAS_bench := embedded cli test bench
 EXTRAS_lint := lint

@@ -8,6 +8,7 @@ VM) loses its claim after `claim_timeout_s`: the server ends its idle transactio
 Failures come in three classes, decided by SQLSTATE (outbox.errors.classify):
 - waiting: a child row's parent is not in the target yet. The row backs off and is charged an attempt, unless
   its parent is still pending in the outbox; it is released (or revived from dead) when its parent lands.
+  An orphan (its parent in neither the outbox nor the target) has a shorter bound, `orphan_max_attempts`.
 - outage: a database unreachable, a session lost, a statement cancelled. The loop pauses with growing
   delays that a NOTIFY does not cut short; no row is charged.
 - refused: the target rejects some rows. The batch is bisected in the same pass, so every other row is
@@ -47,10 +48,17 @@ class RelaySettings:
     poll_s: float = 1.0
     max_attempts: int = 20
     max_age_s: float = 3600.0
+    # A child whose parent is in neither the outbox nor the target (an orphan: anyone may post one) dies
+    # after this many attempts, not `max_attempts`: with the default backoff, 25-50 s after it was first
+    # tried, long enough for a parent another writer puts in the target late.
+    orphan_max_attempts: int = 12
     # Delivery loops: one's Python work overlaps the other's wait on the database (see README, Performance).
     loops: int = 2
     retention_s: float = 7 * 24 * 3600.0
+    # Dead rows are purged too, after their own retention: orphans anyone may post must not pile up forever.
+    dead_retention_s: float = 7 * 24 * 3600.0
     purge_batch: int = 1000
+    purge_interval_s: float = 60.0
     backoff: Backoff = field(default_factory=Backoff)
     # Pause after the outbox or the target failed, doubling up to the cap while it stays down.
     outage_pause_min_s: float = 0.1
@@ -233,7 +241,7 @@ class Relay:
 
     async def _seconds_until_due(self) -> float:
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(SECONDS_UNTIL_DUE.sql, SECONDS_UNTIL_DUE.params)
+            await cur.execute(SECONDS_UNTIL_DUE.sql, SECONDS_UNTIL_DUE.bind(kinds=list(self._deliverers)))
             row = await cur.fetchone()
         seconds = row[0] if row and row[0] is not None else self._settings.poll_s
         return max(0.0, min(seconds, self._settings.poll_s))
@@ -245,7 +253,9 @@ class Relay:
         outcome = BatchOutcome()
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
             async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
-                await cur.execute(CLAIM.sql, CLAIM.bind(limit=self._settings.batch_size))
+                await cur.execute(
+                    CLAIM.sql, CLAIM.bind(limit=self._settings.batch_size, kinds=list(self._deliverers))
+                )
                 rows = [ClaimedRow(*row) for row in await cur.fetchall()]
                 if not rows:
                     return outcome
@@ -392,7 +402,10 @@ class Relay:
             # (which an outage may have spent) does not kill it; its attempts still bound it.
             raced = parent_pending is False
             too_old = age_s >= self._settings.max_age_s and not raced
-            if attempt >= self._settings.max_attempts or too_old:
+            max_attempts = self._settings.max_attempts
+            if reason == PARENT_MISSING and parent_pending is None:
+                max_attempts = min(max_attempts, self._settings.orphan_max_attempts)
+            if attempt >= max_attempts or too_old:
                 held_states.append(DEAD)
                 held_delays_ms.append(0.0)
                 metrics.RELAY_DEAD.labels(kind=kind, reason=reason).inc()

@@ -61,6 +61,20 @@ def _aliased(env: Mapping[str, str], name: str, alias: str) -> str:
     return alias if not env.get(name, "").strip() and env.get(alias, "").strip() else name
 
 
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A token as set; refused when it differs from itself stripped (a secret mounted from a file keeps its
+    newline): the token a client presents is stripped, so it could never match."""
+    raw = env.get(name, "")
+    if not raw:
+        return None
+    if raw != raw.strip():
+        raise ConfigError(
+            f"{name} has leading or trailing whitespace (a newline from a secret file?): it could never"
+            " match a presented token; set it without"
+        )
+    return raw
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
@@ -139,6 +153,19 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class MigrationSettings:
+    """The start-up migrator's bounds (service.store.migrations)."""
+
+    # Its own deadline, lock waits, retries and index builds included: not the pool's client timeout.
+    timeout_s: float = 300.0
+    # A migration statement gives up a lock wait after this: while DDL waits, the table's writers queue
+    # behind it.
+    lock_timeout_ms: int = 2000
+    # The pause before trying a file again after a lock wait given up, or the lock again.
+    retry_pause_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 3001
@@ -147,6 +174,10 @@ class Config:
     # Set by the ECO_PROCESSES supervisor for its workers (never from the environment): the folder where
     # prometheus-client's multiprocess mode keeps every worker's values, so that /metrics sums them.
     metrics_dir: Path | None = None
+    # False in the ECO_PROCESSES supervisor's workers (never from the environment): the supervisor applied
+    # the migrations once before starting them, so that no worker is a migrator whose death stops them all.
+    migrate_on_start: bool = True
+    migrations: MigrationSettings = field(default_factory=MigrationSettings)
     # X-Forwarded-For names the client only when the connection comes from one of these networks.
     trusted_proxies: tuple[IPNetwork, ...] = ()
     database_url: str | None = None
@@ -172,6 +203,11 @@ class Config:
     rate_limit_per_s: float = 50.0
     rate_limit_burst: float = 200.0
     sse_send_timeout_s: float = 30.0
+    # A client slower than these is cut off: the request head must be complete this long after the
+    # connection opened or its last answer ended (aiohttp's keep-alive timeout, kept above a proxy's idle
+    # upstream keep-alive, 60 s in nginx); the body must arrive within body_timeout_s (408).
+    header_timeout_s: float = 75.0
+    body_timeout_s: float = 10.0
     admin_token: str | None = None
     # Origins allowed to call from a browser, with credentials: exact, `*` patterns, or `^…$` expressions.
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
@@ -194,6 +230,7 @@ class Config:
         relay_defaults = RelaySettings()
         backoff_defaults = Backoff()
         limit_defaults = Limits()
+        migration_defaults = MigrationSettings()
         return cls(
             host=env.get("ECO_HOST", defaults.host),
             port=_int(env, "ECO_PORT", defaults.port),
@@ -203,6 +240,15 @@ class Config:
             data_dir=Path(env.get("ECO_DATA_DIR") or defaults.data_dir).expanduser().resolve(),
             db_pool_max=_int(env, "ECO_DB_POOL_MAX", defaults.db_pool_max, minimum=2),
             db_timeout_s=_float(env, "ECO_DB_TIMEOUT_S", defaults.db_timeout_s, minimum=0.1),
+            migrations=MigrationSettings(
+                timeout_s=_float(env, "ECO_MIGRATION_TIMEOUT_S", migration_defaults.timeout_s, minimum=1.0),
+                lock_timeout_ms=_int(
+                    env, "ECO_MIGRATION_LOCK_TIMEOUT_MS", migration_defaults.lock_timeout_ms, minimum=1
+                ),
+                retry_pause_s=_float(
+                    env, "ECO_MIGRATION_RETRY_PAUSE_S", migration_defaults.retry_pause_s, minimum=0.01
+                ),
+            ),
             retry_after_s=_int(env, "ECO_RETRY_AFTER_S", defaults.retry_after_s, minimum=1),
             intake_batch_max_rows=_int(
                 env, "ECO_INTAKE_BATCH_MAX_ROWS", defaults.intake_batch_max_rows, minimum=1
@@ -218,6 +264,9 @@ class Config:
                 poll_s=_float(env, "ECO_RELAY_POLL_S", relay_defaults.poll_s, minimum=0.01),
                 max_attempts=_int(env, "ECO_RELAY_MAX_ATTEMPTS", relay_defaults.max_attempts, minimum=1),
                 max_age_s=_float(env, "ECO_RELAY_MAX_AGE_S", relay_defaults.max_age_s, minimum=0.0),
+                orphan_max_attempts=_int(
+                    env, "ECO_RELAY_ORPHAN_MAX_ATTEMPTS", relay_defaults.orphan_max_attempts, minimum=1
+                ),
                 loops=_int(env, _aliased(env, "ECO_RELAY_LOOPS", "ECO_RELAY_WORKERS"), relay_defaults.loops),
                 coalesce_ms=_float(env, "ECO_RELAY_COALESCE_MS", relay_defaults.coalesce_ms),
                 claim_timeout_s=_float(
@@ -227,6 +276,10 @@ class Config:
                     env, "ECO_RELAY_UNHEALTHY_BATCHES", relay_defaults.unhealthy_batches, minimum=1
                 ),
                 retention_s=_float(env, "ECO_OUTBOX_RETENTION_S", relay_defaults.retention_s),
+                dead_retention_s=_float(env, "ECO_OUTBOX_DEAD_RETENTION_S", relay_defaults.dead_retention_s),
+                purge_interval_s=_float(
+                    env, "ECO_OUTBOX_PURGE_INTERVAL_S", relay_defaults.purge_interval_s, minimum=0.01
+                ),
                 purge_batch=_int(env, "ECO_OUTBOX_PURGE_BATCH", relay_defaults.purge_batch, minimum=1),
                 backoff=Backoff(
                     base_ms=_float(env, "ECO_RELAY_BACKOFF_BASE_MS", backoff_defaults.base_ms, minimum=1),
@@ -240,7 +293,9 @@ class Config:
             sse_send_timeout_s=_float(
                 env, "ECO_SSE_SEND_TIMEOUT_S", defaults.sse_send_timeout_s, minimum=0.1
             ),
-            admin_token=env.get("ECO_ADMIN_TOKEN") or None,
+            header_timeout_s=_float(env, "ECO_HEADER_TIMEOUT_S", defaults.header_timeout_s, minimum=0.1),
+            body_timeout_s=_float(env, "ECO_BODY_TIMEOUT_S", defaults.body_timeout_s, minimum=0.1),
+            admin_token=_secret(env, "ECO_ADMIN_TOKEN"),
             # ECO_CORS_ORIGINS replaces the defaults; the ECO backend's CORS_ALLOWLIST adds to them.
             cors_origins=tuple(
                 dict.fromkeys(

@@ -193,7 +193,7 @@ def test_a_credentialed_wildcard_or_a_broken_regex_is_refused_at_start(env: dict
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("eco-outbox: configuration refused: ")
+    assert lines[0].startswith("configuration refused: ")
     assert next(iter(env)) in lines[0]
     assert "Traceback" not in done.stderr
 

@@ -9,10 +9,11 @@ from typing import Any
 from aiohttp import web
 
 from outbox.errors import CONNECTION_ERRORS
-from service.keys import DATABASES, RELAY, RESPONDER, SIDE_LOOPS, WRITER
+from service.keys import CONFIG, DATABASES, NOT_ADDED, RELAY, RESPONDER, SIDE_LOOPS, WRITER
 from service.store import migrations
 
 READY_TIMEOUT_S = 3.0
+INTAKE_ONLY = "none in this process (ECO_RELAY_LOOPS=0): it relies on a relay running elsewhere"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -24,26 +25,36 @@ async def plain_health(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def readiness(app: web.Application) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Why the node is not ready (nothing when it is), and each outbox loop's report.
+async def readiness(app: web.Application) -> tuple[list[str], dict[str, dict[str, Any]], dict[str, object]]:
+    """Why the node is not ready (nothing when it is), each outbox loop's report, and the details readyz
+    adds (optional migrations not added, an intake-only node).
 
     Ready when both databases answer, no migration is pending, every outbox loop runs and no relay loop's
     last batches all failed."""
     databases = app[DATABASES]
     problems: list[str] = []
+    # Optional migrations not applied: the service works without them, and says what it lacks.
+    not_added: dict[str, str] = {}
     for role, pool, sets in migrations.roles(databases):
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
-                missing = await migrations.pending(pool, sets)
+                missing, optional = await migrations.pending(pool, sets)
         except (*CONNECTION_ERRORS, TimeoutError) as exc:
             problems.append(f"{role} database unreachable: {exc.__class__.__name__}")
             continue
         if missing:
             problems.append(f"{role} database has pending migrations: {', '.join(missing)}")
+        for migration in optional:
+            not_added[migration.version] = app[NOT_ADDED].get(
+                migration.version, f"not applied; without it, {migration.why}"
+            )
     relay = app[RELAY]
     writer = app[WRITER]
     side_loops = app[SIDE_LOOPS]
-    problems.extend(relay.problems())
+    # ECO_RELAY_LOOPS=0: an intake-only node, ready without a relay of its own.
+    intake_only = app[CONFIG].relay.loops == 0
+    if not intake_only:
+        problems.extend(relay.problems())
     if not writer.running:
         problems.append("intake writer not running")
     problems.extend(f"{task.task_name} not running" for task in side_loops if not task.running)
@@ -51,15 +62,20 @@ async def readiness(app: web.Application) -> tuple[list[str], dict[str, dict[str
         health.name: health.report()
         for health in (*relay.loops, *writer.loops, *(task.health for task in side_loops))
     }
-    return problems, loops
+    details: dict[str, object] = {"not_added": not_added} if not_added else {}
+    if intake_only:
+        details["relay"] = INTAKE_ONLY
+    return problems, loops, details
 
 
 async def readyz(request: web.Request) -> web.Response:
     """503 with why not; `loops` reports each loop, for operators and the admin page."""
-    problems, loops = await readiness(request.app)
+    problems, loops, details = await readiness(request.app)
     if problems:
-        return web.json_response({"status": "unavailable", "problems": problems, "loops": loops}, status=503)
-    return web.json_response({"status": "ready", "loops": loops})
+        return web.json_response(
+            {"status": "unavailable", "problems": problems, "loops": loops, **details}, status=503
+        )
+    return web.json_response({"status": "ready", "loops": loops, **details})
 
 
 async def api_health(request: web.Request) -> web.Response:
@@ -68,7 +84,7 @@ async def api_health(request: web.Request) -> web.Response:
     The ECO backend counted the prompt modules it had indexed from its prompt folders (`roots`). Here the
     modules are those the responder's replies are named with (`module_combo` in `done`), read from no
     folder."""
-    problems, _ = await readiness(request.app)
+    problems, _, _ = await readiness(request.app)
     responder = request.app[RESPONDER]
     if problems:
         return web.json_response({"ok": False, "reason": "; ".join(problems)}, status=503)

@@ -19,6 +19,7 @@ from service.http.headers import (
     header_text,
     header_uuid,
 )
+from service.http.middleware import charge
 from service.http.payload import BEACON_TYPES, read_json
 from service.http.signal_fast_path import signal_fast_path
 from service.http.views.links import enqueue_linked
@@ -99,6 +100,9 @@ async def post_signal(request: web.Request) -> web.Response:
             overrides["signal_id"] = idempotency_key
         signals = [_load(schema, body, overrides)]
 
+    # The middleware took one token for the request: the rate limit counts signals, not requests.
+    if len(signals) > 1:
+        charge(request, len(signals) - 1)
     events: list[OutboxEvent] = [
         signal_event(s.parent, s.name, _enriched_meta(s, request), signal_id=s.signal_id) for s in signals
     ]
