@@ -148,7 +148,8 @@ class Hostname:
 
 class HeldResponder:
     """Writes one piece, then holds the rest of the reply until the test has read that piece: through a proxy
-    that buffers, the piece never arrives and the stream stalls."""
+    that holds frames back until a reply ends (or until it has enough of them to compress), the piece never
+    arrives and the stream stalls."""
 
     name = "held"
 
