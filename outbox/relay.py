@@ -30,6 +30,7 @@ from aiopg import Cursor
 from loguru import logger
 
 from outbox import activity, metrics
+from outbox.aliases import regroup_claimed
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.backoff import Backoff
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
@@ -106,6 +107,8 @@ class Relay:
         self._child_kinds = target.child_kinds
         self._parent_kinds = target.parent_kinds
         self._group_field, self._key_field = target.log_fields
+        self._alias_kind = target.alias_kind
+        self._unresolved = target.unresolved_reason
         self._settings = settings
         self._claim_timeout_ms = round(settings.claim_timeout_s * 1000)
         self._rng = rng or random.Random()
@@ -249,6 +252,7 @@ class Relay:
                 outcome.claimed = len(rows)
                 results = await self._deliver(rows)
                 await self._mark(cur, rows, results, outcome)
+                await self._regroup_unresolved(cur, rows, results)
         if outcome.released_groups:
             async with self._outbox.acquire() as conn, conn.cursor() as cur:
                 await cur.execute(
@@ -313,6 +317,16 @@ class Relay:
         middle = len(rows) // 2
         first = await self._isolate(cur, kind, rows[:middle])
         return first.merged(await self._isolate(cur, kind, rows[middle:]))
+
+    async def _regroup_unresolved(
+        self, cur: Cursor, rows: list[ClaimedRow], results: dict[str, DeliveryResult]
+    ) -> None:
+        """Rows held because their alias was not named: those named by now move to their group, due now."""
+        if self._alias_kind is None:
+            return
+        seqs = [row.seq for row in rows if results[row.kind].held.get(row.key) == self._unresolved]
+        if seqs:
+            await regroup_claimed(cur, self._alias_kind, seqs)
 
     async def _parent_states(self, cur: Cursor, group_keys: set[str]) -> dict[str, bool]:
         """Group key -> True if its parent is still pending in the outbox, False if delivered; absent if

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from service.config import Config
+from service.config import Config, ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     ask.add_argument("--url", help="the service (default: http://ECO_HOST:ECO_PORT)")
     ask.add_argument("--timeout-s", type=float, default=60.0, help="longest wait for the next byte")
     args = parser.parse_args(argv)
-    config = Config.from_env()
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        # A setting that cannot work: one line naming it, before anything starts.
+        print(f"eco-outbox: configuration refused: {exc}", file=sys.stderr)
+        return 2
 
     from service.runtime.logs import setup_logging
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -64,12 +65,55 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
+# The ECO backend's default origins: the production app, its Vercel previews, its dev and preview servers.
 DEFAULT_CORS_ORIGINS = (
+    "https://ecofrontend888.vercel.app",
+    r"^https://[a-z0-9-]+\.vercel\.app$",
     "http://localhost:5173",
     "http://localhost:5174",
     "http://localhost:4173",
     "http://localhost:4174",
 )
+# `*` in an origin stands for one or more host labels (`https://*.vercel.app`), never a `/`, `:` or `@`.
+_HOST_LABELS = "[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*"
+
+
+def origin_pattern(entry: str) -> re.Pattern[str] | None:
+    """What an allowed-origin entry matches when it is not one exact origin: `^…$` is a regular expression,
+    matched against the whole origin, and an entry with `*` a pattern. None for an exact origin."""
+    if entry.startswith("^") or entry.endswith("$"):
+        return re.compile(entry)
+    if "*" in entry:
+        return re.compile(_HOST_LABELS.join(re.escape(part) for part in entry.split("*")))
+    return None
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of allowed origins. Every answer to them allows credentials, so `*` (any
+    origin, with credentials) is refused, as is a regular expression that does not compile."""
+    entries = _list(env, name)
+    for entry in entries:
+        if entry == "*":
+            raise ConfigError(
+                f"{name} must name the origins allowed to call with credentials: `*` (any origin) is refused"
+            )
+        try:
+            origin_pattern(entry)
+        except re.error as exc:
+            raise ConfigError(f"{name}: {entry!r} is not a valid regular expression: {exc}") from exc
+    return entries
+
+
+# The module keys the ECO app accepts; it drops any other without a word.
+MODULE_KEY_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+
+
+def _module_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    keys = _list(env, name)
+    for key in keys:
+        if re.match(MODULE_KEY_PATTERN, key) is None:
+            raise ConfigError(f"{name} lists module keys of letters, digits and _ . : -, got {key!r}")
+    return keys
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
@@ -129,7 +173,7 @@ class Config:
     rate_limit_burst: float = 200.0
     sse_send_timeout_s: float = 30.0
     admin_token: str | None = None
-    # The ECO web app's dev and preview servers; an entry with `*` is a pattern (`https://*.vercel.app`).
+    # Origins allowed to call from a browser, with credentials: exact, `*` patterns, or `^…$` expressions.
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     log_json: bool = False
     log_level: str = "INFO"
@@ -137,6 +181,10 @@ class Config:
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_timeout_s: float = 60.0
+    # The modules the OpenAI-compatible responder's replies are made with, named in `done` as `module_combo`
+    # (the ECO app posts a module usage for each, and takes the last as the arm of its feedback). Empty: the
+    # responder's own name.
+    llm_modules: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -193,9 +241,17 @@ class Config:
                 env, "ECO_SSE_SEND_TIMEOUT_S", defaults.sse_send_timeout_s, minimum=0.1
             ),
             admin_token=env.get("ECO_ADMIN_TOKEN") or None,
-            cors_origins=defaults.cors_origins
-            if "ECO_CORS_ORIGINS" not in env
-            else _list(env, "ECO_CORS_ORIGINS"),
+            # ECO_CORS_ORIGINS replaces the defaults; the ECO backend's CORS_ALLOWLIST adds to them.
+            cors_origins=tuple(
+                dict.fromkeys(
+                    (
+                        _origins(env, "ECO_CORS_ORIGINS")
+                        if "ECO_CORS_ORIGINS" in env
+                        else defaults.cors_origins
+                    )
+                    + _origins(env, "CORS_ALLOWLIST")
+                )
+            ),
             trusted_proxies=_networks(env, "ECO_TRUSTED_PROXIES"),
             log_json=_bool(env, "ECO_LOG_JSON", defaults.log_json),
             log_level=env.get("ECO_LOG_LEVEL", defaults.log_level).upper(),
@@ -203,6 +259,7 @@ class Config:
             llm_api_key=env.get("ECO_LLM_API_KEY") or None,
             llm_model=env.get("ECO_LLM_MODEL") or defaults.llm_model,
             llm_timeout_s=_float(env, "ECO_LLM_TIMEOUT_S", defaults.llm_timeout_s, minimum=0.1),
+            llm_modules=_module_keys(env, "ECO_LLM_MODULES"),
             limits=Limits(
                 signal_body_bytes=_int(
                     env, "ECO_SIGNAL_MAX_BODY_BYTES", limit_defaults.signal_body_bytes, minimum=64

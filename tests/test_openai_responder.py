@@ -286,6 +286,7 @@ class CrashingResponder:
     """A responder with a bug: one piece, then an exception that is not a ResponderError."""
 
     name = "crashing"
+    modules = (name,)
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
         yield PIECES[0]

@@ -20,7 +20,9 @@ from service.keys import CONFIG, RATE_LIMITER
 IPAddress = IPv4Address | IPv6Address
 
 # Route names (see routes.py) that count against the per-client rate limit.
-RATE_LIMITED_ROUTES = frozenset({"ask-eco", "ask-eco-get", "signal", "interaction-signals"})
+RATE_LIMITED_ROUTES = frozenset(
+    {"ask-eco", "ask-eco-get", "signal", "signal-unprefixed", "interaction-signals"}
+)
 
 
 @web.middleware

@@ -13,7 +13,11 @@ from aiopg import Cursor
 
 from outbox.sqlutil import savepoint
 from outbox.target import PARENT_MISSING, DeliveryResult, Target
-from service.target.rows import INTERACTION_COLUMNS, Kind
+from service.target import bandit
+from service.target.rows import CHILD_KINDS, INTERACTION_COLUMNS, Kind
+
+# A child filed under the app's local reply id that no request has tied to an interaction yet.
+UNRESOLVED_MESSAGE = "unresolved_message"
 
 # The interaction's columns, as jsonb_to_recordset reads them and as the INSERTs list them.
 _RECORD = ", ".join(f"{name} {sql_type}" for name, sql_type in INTERACTION_COLUMNS.items())
@@ -49,21 +53,40 @@ ON CONFLICT (id) DO UPDATE SET
 RETURNING id::text
 """
 
-# Only signals whose parent exists are written; the rest wait in the outbox. Those that were written before
-# (a re-delivery) count as delivered too.
-INSERT_SIGNALS_SQL = """
-WITH ready AS MATERIALIZED (
-    SELECT r.* FROM jsonb_to_recordset(%(rows)s::jsonb)
-        AS r(id uuid, created_at timestamptz, interaction_id uuid, signal text, meta jsonb)
+
+# A child row is written only once its interaction exists; the rest wait in the outbox. Those written before
+# (a re-delivery) count as delivered too; those filed under a local reply id (no interaction_id yet) say so.
+def _children_sql(table: str, record: str, values: str) -> str:
+    columns = ", ".join(column.split()[0] for column in record.split(", "))
+    return f"""
+WITH rows AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({record})
+), ready AS MATERIALIZED (
+    SELECT r.* FROM rows AS r
     WHERE EXISTS (SELECT 1 FROM analytics.eco_interactions i WHERE i.id = r.interaction_id)
 ), inserted AS (
-    INSERT INTO analytics.eco_passive_signals (id, created_at, interaction_id, signal, meta)
-    SELECT id, created_at, interaction_id, signal, coalesce(meta, '{}'::jsonb) FROM ready
+    INSERT INTO {table} ({columns})
+    SELECT {values} FROM ready
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
-SELECT id::text FROM ready
+SELECT id::text, true FROM ready
+UNION ALL
+SELECT id::text, false FROM rows WHERE interaction_id IS NULL
 """
+
+
+INSERT_SIGNALS_SQL = _children_sql(
+    "analytics.eco_passive_signals",
+    "id uuid, created_at timestamptz, interaction_id uuid, signal text, meta jsonb",
+    "id, created_at, interaction_id, signal, coalesce(meta, '{}'::jsonb)",
+)
+
+INSERT_MODULE_USAGES_SQL = _children_sql(
+    "analytics.eco_module_usages",
+    "id uuid, created_at timestamptz, interaction_id uuid, module_key text, tokens int, position int",
+    "id, created_at, interaction_id, module_key, tokens, position",
+)
 
 
 def _rows_json(payloads: Sequence[str]) -> str:
@@ -85,25 +108,68 @@ async def deliver_completions(cur: Cursor, keys: Sequence[str], payloads: Sequen
     return DeliveryResult(delivered=written, held={key: "not_written" for key in keys if key not in written})
 
 
-async def deliver_signals(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+async def _deliver_children(
+    cur: Cursor, sql: str, name: str, keys: Sequence[str], payloads: Sequence[str]
+) -> DeliveryResult:
     try:
-        async with savepoint(cur, "deliver_signals"):
-            await cur.execute(INSERT_SIGNALS_SQL, {"rows": _rows_json(payloads)})
-            written = {row[0] for row in await cur.fetchall()}
+        async with savepoint(cur, name):
+            await cur.execute(sql, {"rows": _rows_json(payloads)})
+            found = dict(await cur.fetchall())
     except psycopg2.errors.ForeignKeyViolation:
-        # A parent deleted between the check and the insert: every signal of the batch waits and retries.
+        # A parent deleted between the check and the insert: every row of the batch waits and retries.
         return DeliveryResult(held={key: "fk_violation" for key in keys})
-    return DeliveryResult(delivered=written, held={key: PARENT_MISSING for key in keys if key not in written})
+    return _children_result(keys, found)
 
 
-# Interactions are delivered before signals, so a batch that holds both finds the parents in place; a signal
-# waits for its interaction, created or completed (a completion carries the whole row).
+def _children_result(keys: Sequence[str], found: dict[str, bool]) -> DeliveryResult:
+    """Keys the statement wrote (True), keys filed under a local reply id (False), the rest wait."""
+    return DeliveryResult(
+        delivered={key for key, written in found.items() if written},
+        held={
+            key: PARENT_MISSING if key not in found else UNRESOLVED_MESSAGE
+            for key in keys
+            if not found.get(key)
+        },
+    )
+
+
+async def deliver_signals(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+    return await _deliver_children(cur, INSERT_SIGNALS_SQL, "deliver_signals", keys, payloads)
+
+
+async def deliver_module_usages(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+    return await _deliver_children(cur, INSERT_MODULE_USAGES_SQL, "deliver_module_usages", keys, payloads)
+
+
+async def deliver_feedback(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+    try:
+        async with savepoint(cur, "deliver_feedback"):
+            found = await bandit.deliver_votes(cur, _rows_json(payloads))
+    except psycopg2.errors.ForeignKeyViolation:
+        return DeliveryResult(held={key: "fk_violation" for key in keys})
+    return _children_result(keys, found)
+
+
+async def deliver_links(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+    """A link writes nothing to the target: the outbox row is the link (outbox.aliases reads it there)."""
+    return DeliveryResult(delivered=set(keys))
+
+
+# Interactions are delivered before their children, so a batch that holds both finds the parents in place,
+# and module usages before feedback, whose arm is the interaction's first module; a child waits for its
+# interaction, created or completed (a completion carries the whole row). A child filed under the app's
+# local reply id waits for the link that names its interaction.
 ECO_TARGET = Target(
     deliverers={
         Kind.INTERACTION: deliver_interactions,
         Kind.INTERACTION_COMPLETION: deliver_completions,
+        Kind.MESSAGE_LINK: deliver_links,
         Kind.SIGNAL: deliver_signals,
+        Kind.MODULE_USAGE: deliver_module_usages,
+        Kind.FEEDBACK: deliver_feedback,
     },
-    waits_on={Kind.SIGNAL: frozenset({Kind.INTERACTION, Kind.INTERACTION_COMPLETION})},
+    waits_on={kind: frozenset({Kind.INTERACTION, Kind.INTERACTION_COMPLETION}) for kind in CHILD_KINDS},
     log_fields=("interaction_id", "signal"),
+    alias_kind=Kind.MESSAGE_LINK,
+    unresolved_reason=UNRESOLVED_MESSAGE,
 )

@@ -1,13 +1,15 @@
-"""Liveness and readiness."""
+"""Liveness and readiness, and the ECO web app's health checks."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
 from outbox.errors import CONNECTION_ERRORS
-from service.keys import DATABASES, RELAY, SIDE_LOOPS, WRITER
+from service.keys import DATABASES, RELAY, RESPONDER, SIDE_LOOPS, WRITER
 from service.store import migrations
 
 READY_TIMEOUT_S = 3.0
@@ -17,10 +19,17 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Ready when both databases answer, no migration is pending, every outbox loop runs and no relay loop's
-    last batches all failed; 503 with why not. `loops` reports each loop, for operators and the admin page."""
-    databases = request.app[DATABASES]
+async def plain_health(request: web.Request) -> web.Response:
+    """GET /health: alive, as the ECO backend answered it (text `ok`)."""
+    return web.Response(text="ok")
+
+
+async def readiness(app: web.Application) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Why the node is not ready (nothing when it is), and each outbox loop's report.
+
+    Ready when both databases answer, no migration is pending, every outbox loop runs and no relay loop's
+    last batches all failed."""
+    databases = app[DATABASES]
     problems: list[str] = []
     for role, pool, sets in migrations.roles(databases):
         try:
@@ -31,9 +40,9 @@ async def readyz(request: web.Request) -> web.Response:
             continue
         if missing:
             problems.append(f"{role} database has pending migrations: {', '.join(missing)}")
-    relay = request.app[RELAY]
-    writer = request.app[WRITER]
-    side_loops = request.app[SIDE_LOOPS]
+    relay = app[RELAY]
+    writer = app[WRITER]
+    side_loops = app[SIDE_LOOPS]
     problems.extend(relay.problems())
     if not writer.running:
         problems.append("intake writer not running")
@@ -42,6 +51,34 @@ async def readyz(request: web.Request) -> web.Response:
         health.name: health.report()
         for health in (*relay.loops, *writer.loops, *(task.health for task in side_loops))
     }
+    return problems, loops
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """503 with why not; `loops` reports each loop, for operators and the admin page."""
+    problems, loops = await readiness(request.app)
     if problems:
         return web.json_response({"status": "unavailable", "problems": problems, "loops": loops}, status=503)
     return web.json_response({"status": "ready", "loops": loops})
+
+
+async def api_health(request: web.Request) -> web.Response:
+    """GET /api/health, which the ECO web app polls, in the ECO backend's shape; ready as /readyz decides.
+
+    The ECO backend counted the prompt modules it had indexed from its prompt folders (`roots`). Here the
+    modules are those the responder's replies are named with (`module_combo` in `done`), read from no
+    folder."""
+    problems, _ = await readiness(request.app)
+    responder = request.app[RESPONDER]
+    if problems:
+        return web.json_response({"ok": False, "reason": "; ".join(problems)}, status=503)
+    return web.json_response(
+        {
+            "ok": True,
+            "prompts": "ready",
+            "modulesIndexed": len(responder.modules),
+            "roots": [],
+            "responder": responder.name,
+            "checkedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+    )
