@@ -73,7 +73,8 @@ async def deliver_committed(pool: aiopg.Pool, *rows: FeedbackRow) -> set[str]:
 async def arm(db: aiopg.Pool, key: str = "arm-a") -> tuple[Any, ...]:
     rows = await fetch(
         db,
-        "select pulls, alpha, beta, reward_sum, reward_sq_sum from analytics.eco_bandit_arms where arm_key = %s",
+        "select pulls, alpha, beta, reward_sum, reward_sq_sum from analytics.eco_bandit_arms"
+        " where arm_key = %s",
         (key,),
     )
     return rows[0] if rows else ()
@@ -90,7 +91,8 @@ async def waiting_on_a_lock(db: aiopg.Pool) -> bool:
     return bool(
         await scalar(
             db,
-            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+            "select count(*) from pg_stat_activity"
+            " where datname = current_database() and wait_event_type = 'Lock'",
         )
     )
 

@@ -305,7 +305,7 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
         },
         "/api/module-usage": {
             "post": _child_operation(
-                "Take a module a reply used: 204 once committed, stored once per (interaction, module, position)",
+                "Take a module a reply used: 204 once committed; stored once per (module, position)",
                 "postModuleUsage",
                 "ModuleUsage",
             )
