@@ -152,6 +152,7 @@ class HeldResponder:
     arrives and the stream stalls."""
 
     name = "held"
+    modules: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
