@@ -15,6 +15,8 @@ CHROMIUM := /usr/bin/chromium
 PROMTOOL := /usr/bin/promtool
 # The bench's HTTP load comes from Debian's wrk (C), so that the load generator does not measure itself.
 WRK := /usr/bin/wrk
+# tests/test_nginx.py runs ops/nginx/ in Debian's nginx, in front of eco-outbox and a stand-in old backend.
+NGINX := /usr/sbin/nginx
 export PYTHONPATH := $(CURDIR)
 
 # setup.cfg is the one list of dependencies; pip cannot install a setup.cfg-only tree, so read it here:
@@ -44,7 +46,7 @@ run: $(call STAMP,run)
 migrate: $(call STAMP,run)
 	$(PY) -m service migrate
 
-test: $(call STAMP,test) $(CHROMIUM) $(PROMTOOL) $(WRK)
+test: $(call STAMP,test) $(CHROMIUM) $(PROMTOOL) $(WRK) $(NGINX)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(CHROMIUM):
@@ -54,6 +56,10 @@ $(CHROMIUM):
 $(PROMTOOL):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+
+$(NGINX):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx
 
 bench: $(call STAMP,bench) $(WRK)
 	$(PY) -m tests.bench $(BENCH_ARGS)
