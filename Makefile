@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # One stamp per purpose: each installs install_requires plus the extras it needs (setup.cfg).
 STAMP = $(VENV)/.installed-$(1)
-EXTRAS_run := embedded
+# `make run` installs what the README's commands need: the embedded database and `python -m service ask`.
+EXTRAS_run := embedded cli
 EXTRAS_test := embedded cli test lint bench
 EXTRAS_bench := embedded cli test bench
 EXTRAS_lint := lint
@@ -14,6 +15,8 @@ CHROMIUM := /usr/bin/chromium
 PROMTOOL := /usr/bin/promtool
 # The bench's HTTP load comes from Debian's wrk (C), so that the load generator does not measure itself.
 WRK := /usr/bin/wrk
+# tests/test_nginx.py runs ops/nginx/ in Debian's nginx, in front of eco-outbox and a stand-in old backend.
+NGINX := /usr/sbin/nginx
 export PYTHONPATH := $(CURDIR)
 
 # setup.cfg is the one list of dependencies; pip cannot install a setup.cfg-only tree, so read it here:
@@ -43,7 +46,7 @@ run: $(call STAMP,run)
 migrate: $(call STAMP,run)
 	$(PY) -m service migrate
 
-test: $(call STAMP,test) $(CHROMIUM) $(PROMTOOL) $(WRK)
+test: $(call STAMP,test) $(CHROMIUM) $(PROMTOOL) $(WRK) $(NGINX)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The fault and race tests, N times in a row (fresh pytest each time), with each run's result and the pass
@@ -60,6 +63,10 @@ $(CHROMIUM):
 $(PROMTOOL):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+
+$(NGINX):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx
 
 bench: $(call STAMP,bench) $(WRK)
 	$(PY) -m tests.bench $(BENCH_ARGS)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from outbox.errors import Failure
+from outbox.target import Target
 
 RELAY_DELIVERED = Counter("eco_outbox_delivered", "Outbox rows written to the target.", ["kind"])
 RELAY_RETRIED = Counter(
@@ -50,3 +55,18 @@ DEFERRED_DROPPED = Counter(
     "eco_outbox_deferred_dropped",
     "Held rows lost: dropped when the bounded queue was full, or still held when the process stopped.",
 )
+
+
+def zero_series(target: Target, wait_reasons: Iterable[str]) -> None:
+    """Create every labelled series whose labels are known at start, at 0: prometheus-client exports a
+    labelled metric only once `.labels()` is called, and a dashboard or `rate()` over it shows nothing.
+    The kinds are the target's; a child kind is retried or dead-lettered for the reasons it waits on."""
+    reasons = tuple(wait_reasons)
+    for kind in target.order:
+        RELAY_DELIVERED.labels(kind=kind)
+    for kind in target.child_kinds:
+        for reason in reasons:
+            RELAY_RETRIED.labels(kind=kind, reason=reason)
+            RELAY_DEAD.labels(kind=kind, reason=reason)
+    for failure in Failure:
+        RELAY_BATCH_FAILURES.labels(failure=failure)

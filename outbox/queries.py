@@ -54,7 +54,8 @@ JOIN unnest(CAST(:kinds AS text[]), CAST(:keys AS uuid[])) AS k(kind, key)
 """)
 )
 
-# The relay (outbox.relay).
+# The relay (outbox.relay). It claims only the kinds its target delivers: a newer release beside it may write
+# kinds it does not know, and those are that release's relays' to deliver.
 CLAIM = compile_statement(
     select(
         events.c.seq,
@@ -68,7 +69,11 @@ CLAIM = compile_statement(
         # would age every row by its error.
         func.extract("epoch", func.now() - events.c.created_at).cast(Float),
     )
-    .where(events.c.state == PENDING, events.c.next_attempt_at <= func.now())
+    .where(
+        events.c.state == PENDING,
+        events.c.next_attempt_at <= func.now(),
+        events.c.kind == func.any(bindparam("kinds")),
+    )
     .order_by(events.c.next_attempt_at, events.c.seq)
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
@@ -79,7 +84,7 @@ RENEW_CLAIM = compile_statement(text("SELECT 1"))
 
 SECONDS_UNTIL_DUE = compile_statement(
     select(func.extract("epoch", func.min(events.c.next_attempt_at) - func.now()).cast(Float)).where(
-        events.c.state == PENDING
+        events.c.state == PENDING, events.c.kind == func.any(bindparam("kinds"))
     )
 )
 
@@ -137,6 +142,19 @@ DELETE FROM eco_outbox.events WHERE seq IN (
     SELECT seq FROM eco_outbox.events
     WHERE state = '{DELIVERED}' AND delivered_at < now() - :retention_s * interval '1 second'
     ORDER BY delivered_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+""")
+)
+
+# Dead rows after their own retention, oldest first through events_dead_idx (dead_at, seq).
+PURGE_DEAD_BATCH = compile_statement(
+    text(f"""
+DELETE FROM eco_outbox.events WHERE seq IN (
+    SELECT seq FROM eco_outbox.events
+    WHERE state = '{DEAD}' AND dead_at < now() - :retention_s * interval '1 second'
+    ORDER BY dead_at, seq
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )

@@ -9,6 +9,7 @@ claim while it writes the target. docs/relay-timing.md tells how each step survi
 Failures come in these classes, decided by SQLSTATE (outbox.errors.classify):
 - waiting: a child row's parent is not in the target yet. The row backs off and is charged an attempt, unless
   its parent is still pending in the outbox; it is released (or revived from dead) when its parent lands.
+  An orphan (its parent in neither the outbox nor the target) has a shorter bound, `orphan_max_attempts`.
   Only waiting rows die of age; every other row is bounded by its attempts.
 - outage: a database unreachable, a session lost, a statement cancelled. The loop pauses with growing
   delays that a NOTIFY does not cut short; no row is charged.
@@ -17,8 +18,6 @@ Failures come in these classes, decided by SQLSTATE (outbox.errors.classify):
 - internal: an exception with no SQLSTATE that is not a connection's (a bug, a row the code cannot handle).
   Logged with its traceback once per batch; the rows that raise it are isolated and charged as refused rows.
 An error every row would hit (missing table, permission denied) makes the relay not ready; no row is charged.
-A row of a kind the target has no deliverer for is dead-lettered alone (`unknown_kind`) in the pass that
-claimed it.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from aiopg import Cursor
 from loguru import logger
 
 from outbox import activity, metrics
+from outbox.aliases import regroup_claimed
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.backoff import Backoff
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
@@ -60,10 +60,17 @@ class RelaySettings:
     poll_s: float = 1.0
     max_attempts: int = 20
     max_age_s: float = 3600.0
+    # A child whose parent is in neither the outbox nor the target (an orphan: anyone may post one) dies
+    # after this many attempts, not `max_attempts`: with the default backoff, 25-50 s after it was first
+    # tried, long enough for a parent another writer puts in the target late.
+    orphan_max_attempts: int = 12
     # Delivery loops: one's Python work overlaps the other's wait on the database (see README, Performance).
     loops: int = 2
     retention_s: float = 7 * 24 * 3600.0
+    # Dead rows are purged too, after their own retention: orphans anyone may post must not pile up forever.
+    dead_retention_s: float = 7 * 24 * 3600.0
     purge_batch: int = 1000
+    purge_interval_s: float = 60.0
     backoff: Backoff = field(default_factory=Backoff)
     # Pause after the outbox or the target failed, doubling up to the cap while it stays down.
     outage_pause_min_s: float = 0.1
@@ -83,8 +90,6 @@ class RelaySettings:
 
 # Held without a charge: the child's parent is still in the outbox, on its way.
 PARENT_PENDING = "parent_pending"
-# Dead at once: no deliverer for the row's kind (a row written by a later release, or one rolled back).
-UNKNOWN_KIND = "unknown_kind"
 # Held without a charge, due at once: the batch's isolation budget ran out before it reached the row.
 NOT_ISOLATED = "not_isolated"
 # Failures whose rows are looked for in the batch (bisected), so that the rest of it is delivered.
@@ -148,6 +153,8 @@ class Relay:
         self._child_kinds = target.child_kinds
         self._parent_kinds = target.parent_kinds
         self._group_field, self._key_field = target.log_fields
+        self._alias_kind = target.alias_kind
+        self._unresolved = target.unresolved_reason
         self._settings = settings
         self._claim_timeout_ms = round(settings.claim_timeout_s * 1000)
         self._renew_s = settings.claim_timeout_s / 3
@@ -276,7 +283,7 @@ class Relay:
 
     async def _seconds_until_due(self) -> float:
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(SECONDS_UNTIL_DUE.sql, SECONDS_UNTIL_DUE.params)
+            await cur.execute(SECONDS_UNTIL_DUE.sql, SECONDS_UNTIL_DUE.bind(kinds=list(self._deliverers)))
             row = await cur.fetchone()
         seconds = row[0] if row and row[0] is not None else self._settings.poll_s
         return max(0.0, min(seconds, self._settings.poll_s))
@@ -288,7 +295,9 @@ class Relay:
         outcome = BatchOutcome()
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
             async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
-                await cur.execute(CLAIM.sql, CLAIM.bind(limit=self._settings.batch_size))
+                await cur.execute(
+                    CLAIM.sql, CLAIM.bind(limit=self._settings.batch_size, kinds=list(self._deliverers))
+                )
                 rows = [ClaimedRow(*row) for row in await cur.fetchall()]
                 if not rows:
                     return outcome
@@ -297,6 +306,7 @@ class Relay:
                 async with self._claim_renewed(cur):
                     results = await self._deliver(rows)
                 await self._mark(cur, rows, results, outcome)
+                await self._regroup_unresolved(cur, rows, results)
                 await self._pause_at(PAUSE_MARKED)
         await self._pause_at(PAUSE_COMMITTED)
         if outcome.release_groups:
@@ -426,6 +436,16 @@ class Relay:
         first = await self._isolate(cur, kind, rows[:middle], budget)
         return first.merged(await self._isolate(cur, kind, rows[middle:], budget))
 
+    async def _regroup_unresolved(
+        self, cur: Cursor, rows: list[ClaimedRow], results: dict[str, DeliveryResult]
+    ) -> None:
+        """Rows held because their alias was not named: those named by now move to their group, due now."""
+        if self._alias_kind is None:
+            return
+        seqs = [row.seq for row in rows if results[row.kind].held.get(row.key) == self._unresolved]
+        if seqs:
+            await regroup_claimed(cur, self._alias_kind, seqs)
+
     async def _parent_states(self, cur: Cursor, group_keys: set[str]) -> dict[str, bool]:
         """Group key -> True if its parent is still pending in the outbox, False if delivered; absent if
         neither."""
@@ -451,27 +471,12 @@ class Relay:
         held_states: list[str] = []
         held_delays_ms: list[float] = []
         held_errors: list[str] = []
-        unknown: Counter[str] = Counter()
         parents = await self._parent_states(
             cur,
-            {
-                row.group_key
-                for row in rows
-                if row.kind in results and results[row.kind].held.get(row.key) == PARENT_MISSING
-            },
+            {row.group_key for row in rows if results[row.kind].held.get(row.key) == PARENT_MISSING},
         )
         for row in rows:
             kind = row.kind
-            if kind not in results:
-                # No deliverer writes it: retrying cannot help. Dead alone; a requeue delivers it once a
-                # release that knows the kind runs.
-                held_seqs.append(row.seq)
-                held_charges.append(1)
-                held_states.append(DEAD)
-                held_delays_ms.append(0.0)
-                held_errors.append(UNKNOWN_KIND)
-                unknown[kind] += 1
-                continue
             result = results[kind]
             if row.key in result.delivered:
                 delivered.append(row.seq)
@@ -514,7 +519,10 @@ class Relay:
             # Age bounds waiting only (a parent that never comes): any other row, a parent among them, is
             # bounded by its attempts, which an outage does not spend, while its age grows through one.
             too_old = reason == PARENT_MISSING and row.age_s >= self._settings.max_age_s and not raced
-            if attempt >= self._settings.max_attempts or too_old:
+            max_attempts = self._settings.max_attempts
+            if reason == PARENT_MISSING and parent_pending is None:
+                max_attempts = min(max_attempts, self._settings.orphan_max_attempts)
+            if attempt >= max_attempts or too_old:
                 held_states.append(DEAD)
                 held_delays_ms.append(0.0)
                 metrics.RELAY_DEAD.labels(kind=kind, reason=reason).inc()
@@ -534,12 +542,6 @@ class Relay:
         for kind, count in delivered_by_kind.items():
             metrics.RELAY_DELIVERED.labels(kind=kind).inc(count)
             logger.debug("delivered {} {} rows", count, kind)
-        for kind, count in unknown.items():
-            metrics.RELAY_DEAD.labels(kind=kind, reason=UNKNOWN_KIND).inc(count)
-            outcome.dead += count
-            logger.bind(code=UNKNOWN_KIND).error(
-                "dead-lettered {} rows of kind {!r}: no deliverer", count, kind
-            )
         if delivered:
             await cur.execute(MARK_DELIVERED.sql, MARK_DELIVERED.bind(seqs=delivered))
         if held_seqs:

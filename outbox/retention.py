@@ -1,4 +1,5 @@
-"""Purge delivered rows after the retention period, in small batches that never hold up the relay."""
+"""Purge delivered rows after the retention period, and dead rows after theirs, in small batches that never
+hold up the relay."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from loguru import logger
 
 from outbox.background import BackgroundTask
 from outbox.errors import CONNECTION_ERRORS, classify, describe
-from outbox.queries import PURGE_DELIVERED
+from outbox.queries import PURGE_DEAD_BATCH, PURGE_DELIVERED
+from outbox.sqlutil import Compiled
 
 
-async def purge_delivered(pool: aiopg.Pool, retention_s: float, batch: int) -> int:
-    """Delete delivered rows older than `retention_s`, `batch` rows per statement; returns how many."""
+async def _purge(pool: aiopg.Pool, statement: Compiled, retention_s: float, batch: int) -> int:
     total = 0
     while True:
         async with pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(PURGE_DELIVERED.sql, PURGE_DELIVERED.bind(retention_s=retention_s, limit=batch))
+            await cur.execute(statement.sql, statement.bind(retention_s=retention_s, limit=batch))
             deleted = cur.rowcount
         total += deleted
         if deleted < batch:
@@ -25,15 +26,34 @@ async def purge_delivered(pool: aiopg.Pool, retention_s: float, batch: int) -> i
         await asyncio.sleep(0)
 
 
+async def purge_delivered(pool: aiopg.Pool, retention_s: float, batch: int) -> int:
+    """Delete delivered rows older than `retention_s`, `batch` rows per statement; returns how many."""
+    return await _purge(pool, PURGE_DELIVERED, retention_s, batch)
+
+
+async def purge_dead(pool: aiopg.Pool, retention_s: float, batch: int) -> int:
+    """Delete rows dead for longer than `retention_s`, `batch` rows per statement; returns how many."""
+    return await _purge(pool, PURGE_DEAD_BATCH, retention_s, batch)
+
+
 class Purger(BackgroundTask):
-    """Runs `purge_delivered` every `interval_s` until stopped."""
+    """Runs `purge_delivered` and `purge_dead` every `interval_s` until stopped."""
 
     task_name = "outbox-purger"
 
-    def __init__(self, pool: aiopg.Pool, retention_s: float, batch: int, interval_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        pool: aiopg.Pool,
+        retention_s: float,
+        batch: int,
+        interval_s: float = 60.0,
+        *,
+        dead_retention_s: float = 7 * 24 * 3600.0,
+    ) -> None:
         super().__init__()
         self._pool = pool
         self._retention_s = retention_s
+        self._dead_retention_s = dead_retention_s
         self._batch = batch
         self._interval_s = interval_s
 
@@ -41,9 +61,10 @@ class Purger(BackgroundTask):
         while True:
             try:
                 purged = await purge_delivered(self._pool, self._retention_s, self._batch)
+                dead = await purge_dead(self._pool, self._dead_retention_s, self._batch)
                 self.health.succeeded()
-                if purged:
-                    logger.info("purged {} delivered outbox rows", purged)
+                if purged or dead:
+                    logger.info("purged {} delivered and {} dead outbox rows", purged, dead)
             except CONNECTION_ERRORS as exc:
                 self.health.failed(classify(exc), describe(exc))
                 logger.bind(code="db_unavailable").warning("outbox purge skipped: {}", exc)

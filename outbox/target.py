@@ -45,9 +45,16 @@ class Target:
     waits_on: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # The names a held row's group and key carry in the relay's log lines, in the target's own words.
     log_fields: tuple[str, str] = ("group_key", "key")
+    # Rows may be filed under an alias of their group, a key the client had before the group's own: a row
+    # of `alias_kind` keyed by the alias names the group (outbox.aliases). A deliverer holds a row whose
+    # alias no such row has named yet with `unresolved_reason`; it dies with it, like any held row.
+    alias_kind: str | None = None
+    unresolved_reason: str = "unresolved_alias"
 
     def __post_init__(self) -> None:
         kinds = set(self.deliverers)
+        if self.alias_kind is not None and self.alias_kind not in kinds:
+            raise ValueError(f"alias_kind names a kind without a deliverer: {self.alias_kind}")
         for child, parents in self.waits_on.items():
             if child not in kinds or not parents <= kinds:
                 raise ValueError(f"waits_on names a kind without a deliverer: {child} -> {sorted(parents)}")

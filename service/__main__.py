@@ -6,10 +6,29 @@ import argparse
 import asyncio
 import sys
 
-from service.config import Config
+from loguru import logger
+
+from service.config import Config, ConfigError
+from service.extras import MissingExtra
+from service.store.migrations import MigrationError
+
+# The `ask` client's packages (the `cli` extra).
+CLI_MODULES = frozenset({"httpx", "httpx_sse"})
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Start-up failures an operator can act on are one line naming what to do, never a traceback."""
+    try:
+        return _run(argv)
+    except ConfigError as exc:
+        print(f"configuration refused: {exc}", file=sys.stderr)
+        return 2
+    except (MigrationError, MissingExtra) as exc:
+        logger.bind(code="startup_failed").error("{}", exc)
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the HTTP API (default)")
@@ -44,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             serve(config)
         return 0
     if args.command == "ask":
-        from service.cli.client import run_ask
+        try:
+            from service.cli.client import run_ask
+        except ImportError as exc:
+            if exc.name not in CLI_MODULES:
+                raise
+            raise MissingExtra("cli", "`python -m service ask`", exc.name) from None
 
         return run_ask(args.url or f"http://{config.host}:{config.port}", args.message, args.timeout_s)
     if args.command == "migrate":

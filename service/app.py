@@ -8,23 +8,26 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
+from outbox import metrics as outbox_metrics
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
-from outbox.relay import Relay
+from outbox.relay import PARENT_PENDING, Relay
 from outbox.retention import Purger
+from outbox.target import PARENT_MISSING
 from outbox.wakeup import NotifyListener
 from service.chat.interaction import InteractionRegistry
 from service.chat.responder import build_responder
 from service.config import Config
 from service.http.headers import header_middleware, quiet_malformed_requests
-from service.http.metrics import metrics_middleware
-from service.http.middleware import error_middleware, rate_limit_middleware
+from service.http.metrics import metrics_middleware, zero_http_series
+from service.http.middleware import RATE_LIMITED_ROUTES, error_middleware, rate_limit_middleware
 from service.http.ratelimit import RateLimiter
 from service.http.routes import setup_routes
 from service.keys import (
     CONFIG,
     DATABASES,
     DEFERRED,
+    NOT_ADDED,
     RATE_LIMITER,
     RELAY,
     RESPONDER,
@@ -45,9 +48,17 @@ DEFERRED_FLUSH_S = 5.0
 async def databases_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     databases = await open_databases(config)
-    for role, applied in (await migrations.migrate_databases(databases)).items():
-        if applied:
-            logger.info("applied migrations to the {} database: {}", role, ", ".join(applied))
+    if config.migrate_on_start:
+        try:
+            outcomes = await migrations.migrate_dsns(
+                databases.outbox_dsn, databases.target_dsn, config.migrations
+            )
+        except BaseException:
+            await databases.close()
+            raise
+        migrations.log_outcomes(outcomes)
+        for outcome in outcomes.values():
+            app[NOT_ADDED].update(outcome.not_added)
     app[DATABASES] = databases
     yield
     await databases.close()
@@ -67,10 +78,18 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout_s=config.enqueue_timeout_s,
     )
     listener = NotifyListener(databases.outbox_dsn, relay.wake, timeout_s=config.db_timeout_s)
-    purger = Purger(databases.outbox, config.relay.retention_s, config.relay.purge_batch)
+    purger = Purger(
+        databases.outbox,
+        config.relay.retention_s,
+        config.relay.purge_batch,
+        config.relay.purge_interval_s,
+        dead_retention_s=config.relay.dead_retention_s,
+    )
     deferred = DeferredWrites(writer, max_rows=config.deferred_max_rows, retry_s=config.deferred_retry_s)
     await writer.start()
     deferred.start()
+    if config.relay.loops == 0:
+        logger.info("intake only (ECO_RELAY_LOOPS=0): a relay running elsewhere delivers the outbox")
     relay.start()
     listener.start()
     purger.start()
@@ -109,10 +128,13 @@ def create_app(config: Config | None = None) -> web.Application:
     )
     app[CONFIG] = config
     app[STREAMS] = InteractionRegistry()
+    app[NOT_ADDED] = {}
     app[RATE_LIMITER] = RateLimiter(config.rate_limit_per_s, config.rate_limit_burst)
     app.cleanup_ctx.append(databases_ctx)
     app.cleanup_ctx.append(outbox_ctx)
     app.cleanup_ctx.append(responder_ctx)
     app.on_shutdown.append(end_streams)
     setup_routes(app, config)
+    outbox_metrics.zero_series(ECO_TARGET, wait_reasons=(PARENT_MISSING, PARENT_PENDING))
+    zero_http_series(app.router, RATE_LIMITED_ROUTES)
     return app

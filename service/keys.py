@@ -24,3 +24,5 @@ SIDE_LOOPS = web.AppKey("side_loops", tuple[BackgroundTask, ...])
 RESPONDER = web.AppKey("responder", Responder)
 STREAMS = web.AppKey("streams", InteractionRegistry)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+# Optional migrations this process could not apply at start, with why (filled at start, read by /readyz).
+NOT_ADDED = web.AppKey("not_added", dict[str, str])

@@ -24,10 +24,4 @@ create table if not exists analytics.eco_passive_signals (
 
 -- The ECO code writes meta on interactions and looks them up by message id; its DDL lacked both.
 alter table analytics.eco_interactions add column if not exists meta jsonb not null default '{}'::jsonb;
-create unique index if not exists eco_interactions_message_id_key
-  on analytics.eco_interactions (message_id) where message_id is not null;
-create index if not exists eco_interactions_created_at_idx on analytics.eco_interactions (created_at);
-create index if not exists eco_interactions_session_id_idx on analytics.eco_interactions (session_id);
-create index if not exists eco_passive_signals_interaction_id_idx
-  on analytics.eco_passive_signals (interaction_id);
-create index if not exists eco_passive_signals_created_at_idx on analytics.eco_passive_signals (created_at);
+-- Its indexes are built concurrently, one file each (012-016): the table may be ECO's, large and written to.

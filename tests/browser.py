@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -24,15 +25,29 @@ CHROMIUM_ARGS = [
 UI_TIMEOUT_MS = 20_000
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@asynccontextmanager
+async def chromium(*extra_args: str) -> AsyncIterator[Browser]:
     assert os.access(CHROMIUM, os.X_OK), "run the tests with `make test`: it installs Debian's chromium"
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra_args]
+        )
         try:
             yield browser
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as browser:
+        yield browser
+
+
+def served_at(origin_host_port: str, address: str) -> str:
+    """A Chromium flag that sends `origin_host_port` (e.g. `localhost:5173`) to a server listening at
+    `address`: the page has the origin it names, and no fixed port has to be free."""
+    return f"--host-resolver-rules=MAP {origin_host_port} {address}"
 
 
 def track_errors(page: Page) -> list[str]:

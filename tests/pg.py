@@ -5,9 +5,8 @@ from __future__ import annotations
 import psycopg2
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from service.config import Config
+from service.config import MigrationSettings
 from service.store import migrations
-from service.store.database import Databases, create_pool
 
 
 def admin(dsn: str, *statements: str) -> list[tuple[object, ...]]:
@@ -32,13 +31,4 @@ def drop_database(dsn: str) -> None:
 
 async def migrate(outbox_dsn: str, target_dsn: str | None = None) -> None:
     """Apply the migrations as the service does at start-up (both sets to one database when shared)."""
-    target_dsn = target_dsn or outbox_dsn
-    config = Config()
-    outbox = await create_pool(outbox_dsn, config)
-    target = outbox if target_dsn == outbox_dsn else await create_pool(target_dsn, config)
-    try:
-        await migrations.migrate_databases(Databases(outbox_dsn, target_dsn, outbox, target))
-    finally:
-        for pool in {id(outbox): outbox, id(target): target}.values():
-            pool.close()
-            await pool.wait_closed()
+    await migrations.migrate_dsns(outbox_dsn, target_dsn or outbox_dsn, MigrationSettings())

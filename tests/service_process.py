@@ -38,6 +38,7 @@ class ServiceProcess:
         *,
         args: tuple[str, ...] = SERVE_ARGS,
         name: str = "service",
+        cwd: Path = PROJECT_DIR,
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -45,12 +46,14 @@ class ServiceProcess:
         self._args = [arg.replace("{port}", str(self.port)) for arg in args]
         self._env = {**os.environ, **env, "ECO_HOST": "127.0.0.1", "ECO_PORT": str(self.port)}
         self._log_path = log_path
+        # The tree `-m service` imports from (another release's, extracted from git history).
+        self._cwd = cwd
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout_s: float = 60.0) -> None:
         with self._log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, *self._args, env=self._env, stdout=log, stderr=log, cwd=PROJECT_DIR
+                sys.executable, *self._args, env=self._env, stdout=log, stderr=log, cwd=self._cwd
             )
         async with aiohttp.ClientSession() as session:
 

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.config import Config
 from tests.helpers import fetch, insert_interaction, read_sse, scalar, wait_for
 
 PROMPT = "Olá, ECO"
@@ -345,8 +344,29 @@ SIGNALS: list[tuple[str, dict[str, Any], dict[str, str], str, dict[str, Any]]] =
         for key in ("user_id", "userId")
     ),
     *(
+        (
+            key,
+            {"signal": "copy", "interaction_id": IID, key: "eco-m-1"},
+            {},
+            "copy",
+            {"message_id": "eco-m-1"},
+        )
+        for key in ("message_id", "messageId")
+    ),
+    *(
         (key, {"signal": "view", "interaction_id": IID, key: "g-body"}, {}, "view", {"guest_id": "g-body"})
         for key in ("guest_id", "guestId")
+    ),
+    # The production app's passive signals carry the reply's local id (see tests/test_local_reply_id.py).
+    *(
+        (
+            key,
+            {"signal": "copy", "interaction_id": IID, key: "eco-local"},
+            {},
+            "copy",
+            {"message_id": "eco-local"},
+        )
+        for key in ("message_id", "messageId")
     ),
     (
         "guest-header-wins",
@@ -476,21 +496,6 @@ async def test_cors_origin_patterns(make_client: Any, origin: str, allowed: bool
         assert "X-Eco-Interaction-Id" in resp.headers["Access-Control-Expose-Headers"]
     else:
         assert "Access-Control-Allow-Origin" not in resp.headers
-
-
-@pytest.mark.parametrize(
-    ("env", "origins"),
-    [
-        ({}, tuple(APP_ORIGINS)),
-        ({"ECO_CORS_ORIGINS": ""}, ()),
-        (
-            {"ECO_CORS_ORIGINS": "https://eco.example, https://*.vercel.app"},
-            ("https://eco.example", "https://*.vercel.app"),
-        ),
-    ],
-)
-def test_cors_origins_from_the_environment(env: dict[str, str], origins: tuple[str, ...]) -> None:
-    assert Config.from_env(env).cors_origins == origins
 
 
 async def test_a_null_item_content_falls_back_to_its_text(client: TestClient, db: Any) -> None:

@@ -23,6 +23,7 @@ class WaitingResponder:
     """One piece, then a wait the test never ends: only a stop can end the run."""
 
     name = "waiting"
+    modules = (name,)
 
     def __init__(self, *, swallow_cancel: bool) -> None:
         self._swallow_cancel = swallow_cancel

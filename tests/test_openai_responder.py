@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from service.chat.responder import ChatMessage, OfflineResponder, OpenAIResponder, build_responder
-from service.config import Config
+from service.config import Config, ConfigError
 from service.keys import RESPONDER
 from tests.helpers import fetch, read_sse, wait_for
 
@@ -176,6 +176,32 @@ async def test_streams_the_backends_chunks(fake_llm: Any, llm_client: TestClient
         db, "select module_combo from analytics.eco_interactions where id = %s", (iid,)
     )
     assert module_combo == [(["openai"],)]
+    assert done["meta"]["module_combo"] == done["payload"]["module_combo"] == ["openai"]
+
+
+async def test_the_configured_modules_are_named_in_done(
+    fake_llm: Any, make_config: Callable[..., Config], aiohttp_client: Any, db: Any
+) -> None:
+    fake, server = fake_llm
+    fake.scenario = fake.streamed
+    config = make_config(llm_url=str(server.make_url("/v1")), llm_modules=("IDENTIDADE", "eco.calma"))
+    iid, events = await ask(await aiohttp_client(create_app(config)))
+    done = events[-1].data
+    assert done["meta"]["module_combo"] == done["payload"]["module_combo"] == ["IDENTIDADE", "eco.calma"]
+    assert await wait_for(
+        lambda: fetch(db, "select module_combo from analytics.eco_interactions where id = %s", (iid,))
+    ) == [(["IDENTIDADE", "eco.calma"],)]
+
+
+def test_module_keys_are_read_from_the_environment() -> None:
+    assert Config.from_env({"ECO_LLM_MODULES": "IDENTIDADE, eco.calma"}).llm_modules == (
+        "IDENTIDADE",
+        "eco.calma",
+    )
+    assert Config.from_env({}).llm_modules == ()
+    # The ECO app drops a key outside its pattern without a word: refused at start instead.
+    with pytest.raises(ConfigError, match="ECO_LLM_MODULES"):
+        Config.from_env({"ECO_LLM_MODULES": "ok,not ok"})
 
 
 async def test_parses_comments_fields_and_split_writes(fake_llm: Any, llm_client: TestClient) -> None:
@@ -286,6 +312,7 @@ class CrashingResponder:
     """A responder with a bug: one piece, then an exception that is not a ResponderError."""
 
     name = "crashing"
+    modules = (name,)
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
         yield PIECES[0]

@@ -21,6 +21,7 @@ from referencing.jsonschema import DRAFT202012
 
 from service.app import create_app
 from service.config import Config, Limits
+from service.keys import RELAY
 from tests.conftest import TEST_RELAY
 from tests.helpers import wait_for
 
@@ -225,6 +226,11 @@ async def test_signal_and_status_answers_conform(doc_client: TestClient, documen
         "POST", "/api/signal", json_body={"interaction_id": "nope", "name": "x"}, valid_request=False
     )
     assert status == 422
+    # The production app's path and batch shape.
+    status, _, body = await check.call("POST", "/signal", json_body={"events": batch})
+    assert status == 202 and len(json.loads(body)) == 2
+    status, _, body = await check.call("POST", "/signal", json_body=one)
+    assert status == 202 and json.loads(body)["status"] == "queued"
 
     status, _, body = await check.call("GET", f"/api/interactions/{iid}/signals")
     assert status == 200 and {s["name"] for s in json.loads(body)["signals"]} >= {"view", "copy", "done"}
@@ -236,7 +242,8 @@ async def test_signal_and_status_answers_conform(doc_client: TestClient, documen
 
 async def test_operations_and_admin_answers_conform(doc_client: TestClient, document: dict[str, Any]) -> None:
     check = Checker(doc_client, document)
-    for path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/"):
+    await wait_for(lambda: doc_client.get("/readyz"), lambda resp: resp.status == 200)
+    for path in ("/healthz", "/readyz", "/health", "/api/health", "/metrics", "/api/openapi.json", "/"):
         status, *_ = await check.call("GET", path)
         assert status == 200, path
 
@@ -272,6 +279,13 @@ async def test_operations_and_admin_answers_conform(doc_client: TestClient, docu
         "POST", "/api/admin/outbox/purge-dead", json_body={"older_than_s": 3600}, headers=ADMIN
     )
     assert status == 200 and json.loads(body)["purged"] == 0
+
+
+async def test_api_health_when_not_ready_conforms(doc_client: TestClient, document: dict[str, Any]) -> None:
+    check = Checker(doc_client, document)
+    await doc_client.app[RELAY].stop()
+    status, _, body = await check.call("GET", "/api/health")
+    assert status == 503 and "relay not running" in json.loads(body)["reason"]
 
 
 async def test_admin_page_and_relay_state_conform(doc_client: TestClient, document: dict[str, Any]) -> None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import replace
 from ipaddress import ip_network
 
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from outbox.retention import purge_delivered
+from service.http.ratelimit import RateLimiter
 from service.keys import DATABASES, RELAY
 from service.runtime.logs import setup_logging
+from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, iter_sse, scalar, wait_for
 
 
@@ -163,6 +166,29 @@ async def test_rate_limit_answers_429_with_retry_after(make_client) -> None:
     assert (await client.get("/healthz")).status == 200
 
 
+async def test_the_rate_limit_counts_signals_not_requests(make_client, db) -> None:
+    """A batch of n signals costs n tokens: a client at the limit cannot multiply it by the batch size."""
+    client = await make_client(rate_limit_per_s=0.001, rate_limit_burst=10.0)
+    parent = str(uuid.uuid4())
+    batch = [{"interaction_id": parent, "name": "view"} for _ in range(8)]
+    assert (await client.post("/api/signal", json=batch)).status == 202
+    refused = await client.post("/api/signal", json=batch)
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+    # Two tokens were left, and the refused batch spent one as a request: one single signal passes.
+    single = {"interaction_id": parent, "name": "view"}
+    assert [(await client.post("/api/signal", json=single)).status for _ in range(2)] == [202, 429]
+    assert await scalar(db, "select count(*) from eco_outbox.events where group_key = %s", (parent,)) == 9
+
+
+def test_a_cost_above_the_burst_is_charged_as_the_burst() -> None:
+    now = [0.0]
+    limiter = RateLimiter(1.0, 5.0, clock=lambda: now[0])
+    assert limiter.acquire("c", 100) == 0.0
+    assert limiter.acquire("c") == 1.0
+    now[0] = 5.0
+    assert limiter.acquire("c", 100) == 0.0
+
+
 async def signal_statuses(client, forwarded_for: list[str]) -> list[int]:
     body = {"interaction_id": str(uuid.uuid4()), "name": "view"}
     return [
@@ -198,7 +224,7 @@ async def test_retention_purges_old_delivered_rows_in_batches_and_keeps_the_rest
         SELECT 'signal', gen_random_uuid(), gen_random_uuid(), '{}'::jsonb, state, at, dead_at
         FROM (VALUES ('delivered', now() - interval '2 days', NULL::timestamptz),
                      ('delivered', now() - interval '1 minute', NULL),
-                     ('dead', NULL, now() - interval '30 days'),
+                     ('dead', NULL, now() - interval '1 day'),
                      ('pending', NULL, NULL)) AS v(state, at, dead_at),
              generate_series(1, 5)
         RETURNING seq
@@ -210,6 +236,31 @@ async def test_retention_purges_old_delivered_rows_in_batches_and_keeps_the_rest
     assert purged == 5
     counts = dict(await fetch(db, "SELECT state, count(*) FROM eco_outbox.events GROUP BY state"))
     assert counts == {"delivered": 5, "dead": 5, "pending": 5}
+
+
+async def test_the_purger_removes_dead_rows_after_their_own_retention(make_client, db) -> None:
+    """Dead rows past ECO_OUTBOX_DEAD_RETENTION_S go, in batches; younger dead rows and the rest stay."""
+    await fetch(
+        db,
+        """
+        INSERT INTO eco_outbox.events (kind, key, group_key, payload, state, delivered_at, dead_at)
+        SELECT 'signal', gen_random_uuid(), gen_random_uuid(), '{}'::jsonb, state, at, dead_at
+        FROM (VALUES ('dead', NULL::timestamptz, now() - interval '3 days'),
+                     ('dead', NULL, now() - interval '1 minute'),
+                     ('delivered', now() - interval '3 days', NULL)) AS v(state, at, dead_at),
+             generate_series(1, 5)
+        RETURNING seq
+        """,
+    )
+    relay = replace(
+        TEST_RELAY, dead_retention_s=2 * 24 * 3600.0, retention_s=30 * 24 * 3600.0, purge_batch=2, loops=0
+    )
+    await make_client(relay=relay)
+    await wait_for(
+        lambda: fetch(db, "SELECT state, count(*) FROM eco_outbox.events GROUP BY state ORDER BY state"),
+        lambda counts: counts == [("dead", 5), ("delivered", 5)],
+    )
+    assert await scalar(db, "SELECT max(dead_at) < now() - interval '2 days' FROM eco_outbox.events") is False
 
 
 async def test_sse_sends_keepalive_comments(make_client) -> None:
@@ -244,6 +295,24 @@ def test_json_logs_carry_context_and_route_stdlib_loggers(capsys) -> None:
     assert retry["level"] == "INFO"
     stdlib = next(line for line in lines if line["message"] == "from aiohttp")
     assert stdlib["level"] == "ERROR" and stdlib["logger"] == "aiohttp.server"
+
+
+class TargetGone(LookupError):
+    """An exception class of this test's own, so its name cannot come from anywhere else."""
+
+
+def test_json_logs_name_the_exceptions_real_type(capsys) -> None:
+    setup_logging(json_lines=True)
+    try:
+        try:
+            raise TargetGone("no such table")
+        except TargetGone:
+            logger.exception("delivery failed")
+    finally:
+        setup_logging(json_lines=False)
+    [line] = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line["exception"] == "TargetGone"
+    assert "no such table" in line["traceback"]
 
 
 HOSTILE = "{x}{time}<red>{{</red>"

@@ -12,11 +12,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from outbox.relay import PARENT_PENDING
+from outbox.target import PARENT_MISSING
+from service.target.delivery import ECO_TARGET
 from tests.conftest import TEST_RELAY
 from tests.helpers import read_sse, scalar, wait_for
+from tests.service_process import ServiceProcess
 from tests.test_admin import TOKEN, dead_signal
 
 OPS_DIR = Path(__file__).resolve().parent.parent / "ops"
@@ -132,6 +137,46 @@ async def test_every_queried_metric_exists_in_a_live_scrape(make_client, db) -> 
             assert labels <= labels_of[name], f"{name} has no label {labels - labels_of[name]} ({expr!r})"
         present = set().union(*(labels_of[name] for name in metrics))
         assert grouping <= present, f"grouping by {grouping - present} in {expr!r}"
+
+
+def scraped_series(text: str) -> dict[str, list[dict[str, str]]]:
+    """Sample name -> the label sets it has in a scrape."""
+    series: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            series[sample.name].append(dict(sample.labels))
+    return series
+
+
+async def test_a_fresh_service_exports_every_queried_series_at_zero(database_url, tmp_path) -> None:
+    """The first scrape of a process that has served nothing: every metric the dashboard and the alerts name
+    is there with the labels they match, and the relay's counters have a zero series for each of the
+    target's kinds (never a hand list: a kind the target gains is covered)."""
+    async with ServiceProcess({"DATABASE_URL": database_url}, tmp_path / "service.log") as service:
+        async with aiohttp.ClientSession() as session, session.get(f"{service.url}/metrics") as resp:
+            assert resp.status == 200
+            series = scraped_series(await resp.text())
+
+    for expr in dashboard_exprs() + [rule["expr"] for rule in alert_rules()]:
+        metrics, grouping = referenced(expr)
+        for name, labels in metrics.items():
+            assert name in series, f"{name} (in {expr!r}) is not in a fresh scrape"
+            present = set().union(*series[name])
+            assert labels | (grouping - {"le"}) <= present, f"{name} lacks {labels - present} ({expr!r})"
+
+    def values(name: str, label: str) -> set[str]:
+        return {labels[label] for labels in series[name] if label in labels}
+
+    assert values("eco_outbox_delivered_total", "kind") == set(ECO_TARGET.order)
+    for name in ("eco_outbox_retried_total", "eco_outbox_dead_lettered_total"):
+        pairs = {(labels["kind"], labels["reason"]) for labels in series[name]}
+        assert {
+            (kind, reason) for kind in ECO_TARGET.child_kinds for reason in (PARENT_MISSING, PARENT_PENDING)
+        } <= pairs
+    assert values("eco_outbox_rows", "kind") == set(ECO_TARGET.order)
+    routes = values("eco_http_request_seconds_count", "route")
+    assert {"/api/ask-eco", "/api/signal"} <= routes
+    assert {"500", "503"} <= values("eco_http_request_seconds_count", "status")
 
 
 def test_alert_rules_cover_the_four_conditions() -> None:

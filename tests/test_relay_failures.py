@@ -274,3 +274,32 @@ async def test_a_wake_does_not_cut_the_outage_pause_short() -> None:
         await relay.stop()
         pool.close()
         await pool.wait_closed()
+
+
+async def due_now(db: aiopg.Pool) -> None:
+    await fetch(db, "update eco_outbox.events set next_attempt_at = now() where state = 'pending'")
+
+
+async def test_an_orphan_dies_at_its_own_shorter_bound(db: aiopg.Pool) -> None:
+    """A signal whose parent is in neither the outbox nor the target dies after `orphan_max_attempts`, far
+    below `max_attempts`: the charged attempts decide it, not a timing. (A child whose parent is pending in
+    the outbox is not charged at all: the test above.)"""
+    relay = Relay(db, db, ECO_TARGET, replace(TEST_RELAY, max_attempts=20, orphan_max_attempts=3))
+    writer = OutboxWriter(db)
+    await writer.start()
+    try:
+        [orphan] = await writer.enqueue([signal_event(uuid.uuid4(), "view", {})])
+    finally:
+        await writer.close()
+    orphan_id = str(orphan.event.key)
+    for attempt in (1, 2):
+        await due_now(db)
+        assert (await relay.run_once()).retried == 1
+        assert await fetch(
+            db, "select state, attempts from eco_outbox.events where key = %s", (orphan_id,)
+        ) == [("pending", attempt)]
+    await due_now(db)
+    assert (await relay.run_once()).dead == 1
+    assert await fetch(
+        db, "select state, attempts, last_error from eco_outbox.events where key = %s", (orphan_id,)
+    ) == [("dead", 3, "parent_missing")]

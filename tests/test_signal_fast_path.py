@@ -57,6 +57,7 @@ fields: dict[str, st.SearchStrategy[Any]] = {
     "signal_id": st.one_of(uuids, st.none(), anything),
     "unknown": anything,
     "session_id": st.one_of(st.text(max_size=3), st.just("s" * 257), st.none(), anything),
+    "message_id": st.one_of(st.just(f"eco-{uuid.uuid4()}"), st.just("m" * 257), st.none(), anything),
 }
 
 
@@ -69,6 +70,7 @@ plausible: dict[str, st.SearchStrategy[Any]] = {
     "signal_id": st.one_of(uuids, st.none()),
     "ts": st.none(),
     "session_id": st.one_of(st.text(max_size=8), st.just("s" * 256)),
+    "message_id": st.one_of(st.text(max_size=8), st.just(f"eco-{uuid.uuid4()}")),
 }
 
 
@@ -139,6 +141,8 @@ def test_the_eco_app_common_shapes_never_fall_back() -> None:
     for item in (
         {"signal": "done", "interaction_id": str(uuid.uuid4()), "session_id": "s-1"},
         {"name": "view", "interaction_id": str(uuid.uuid4()), "meta": {"page": "/chat"}, "value": 1.5},
+        # The production app's copy: the reply's local id beside the real interaction id.
+        {"signal": "copy", "interaction_id": str(uuid.uuid4()), "message_id": f"eco-{uuid.uuid4()}"},
     ):
         fast = signal_fast_path(SCHEMA)(item)
         assert fast is not None

@@ -1,6 +1,6 @@
-"""A strange row never stalls the queue: a row of a kind this release has no deliverer for is dead-lettered
-alone in the pass that claimed it, and an exception that is no database's is a bug, not an outage: logged
-with its traceback once per batch, its rows isolated and charged, the rest delivered, and /readyz says so."""
+"""A strange row never stalls the queue: an exception that is no database's is a bug, not an outage: logged
+with its traceback once per batch, its rows isolated and charged, the rest delivered, and /readyz says so.
+(A row of a kind this release has no deliverer for is never claimed: tests/outbox/test_engine.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from loguru import logger
 from prometheus_client import REGISTRY
 
 from outbox.errors import Failure
-from outbox.events import OutboxEvent
 from outbox.relay import Relay
 from outbox.target import DeliveryResult, Target
 from service.target.delivery import ECO_TARGET
@@ -25,9 +24,6 @@ from service.target.rows import InteractionRow, Kind, interaction_event, signal_
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, probe, wait_for
 from tests.test_relay import enqueue
-
-# Not a kind of any release: as a later release would write it, and an older one would claim it.
-LATER_KIND = "kind_of_a_later_release"
 
 
 async def states(db: aiopg.Pool) -> dict[str, tuple[str, int, str | None]]:
@@ -46,21 +42,6 @@ def error_logs() -> Iterator[list[Any]]:
     )
     yield records
     logger.remove(sink)
-
-
-async def test_a_row_of_an_unknown_kind_dies_alone_and_the_rest_flows(db: aiopg.Pool) -> None:
-    iid = uuid.uuid4()
-    parent = interaction_event(InteractionRow(id=iid, created_at=datetime.now(UTC)))
-    signals = [signal_event(iid, f"s{i}", {}) for i in range(3)]
-    strange = OutboxEvent(LATER_KIND, uuid.uuid4(), iid, {"id": "whatever"})
-    await enqueue(db, [signals[0], strange, parent, *signals[1:]])
-
-    outcome = await Relay(db, db, ECO_TARGET, TEST_RELAY).run_once()
-
-    assert (outcome.claimed, outcome.delivered, outcome.dead, outcome.retried) == (5, 4, 1, 0)
-    rows = await states(db)
-    assert rows.pop(str(strange.key)) == ("dead", 1, "unknown_kind")
-    assert {state for state, _, _ in rows.values()} == {"delivered"}
 
 
 def strange_signals(poison: str) -> Target:

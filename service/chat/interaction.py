@@ -90,7 +90,7 @@ class InteractionRun:
             session_id=session_id,
             message_id=client_message_id,
             prompt_hash=hashlib.sha256(ask.prompt.encode("utf-8")).hexdigest(),
-            module_combo=[responder.name],
+            module_combo=list(responder.modules),
             meta={**ask.meta, "guest_id": guest_id, "stream_id": str(self.stream_id)},
         )
 
@@ -272,11 +272,14 @@ class InteractionRun:
                 "interaction_id": str(self.interaction_id),
                 "finishReason": self.finish_reason,
                 "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
+                # The ECO app posts a module usage for each module named here, in this order.
+                "module_combo": self._row.module_combo,
             },
             "payload": {
                 "content": content,
                 "interaction_id": str(self.interaction_id),
                 "tokens": {"in": tokens_in, "out": tokens_out},
+                "module_combo": self._row.module_combo,
                 "timings": timings,
                 "at": datetime.now(UTC).isoformat(),
                 "sinceStartMs": self._since_start_ms(),

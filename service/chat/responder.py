@@ -32,6 +32,8 @@ class ResponderError(Exception):
 
 class Responder(Protocol):
     name: str
+    # The modules that shape its replies: `done` names them as `module_combo`, as the ECO backend did.
+    modules: tuple[str, ...]
 
     def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
         """Yield the reply in pieces as they are produced."""
@@ -55,6 +57,7 @@ class OfflineResponder:
     """A deterministic reply built from the prompt, streamed a few words at a time, with no network."""
 
     name = "offline"
+    modules = (name,)
 
     def __init__(self, chunk_delay_ms: float = 10.0, words_per_chunk: int = 3) -> None:
         self._delay_s = chunk_delay_ms / 1000
@@ -85,8 +88,15 @@ class OpenAIResponder:
     name = "openai"
 
     def __init__(
-        self, session: aiohttp.ClientSession, url: str, api_key: str | None, model: str, timeout_s: float
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        api_key: str | None,
+        model: str,
+        timeout_s: float,
+        modules: tuple[str, ...] = (),
     ) -> None:
+        self.modules = modules or (self.name,)
         self._session = session
         self._url = url.rstrip("/")
         if not self._url.endswith("/chat/completions"):
@@ -212,6 +222,11 @@ async def _openai_deltas(content: aiohttp.StreamReader) -> AsyncIterator[str]:
 def build_responder(config: Config, session: aiohttp.ClientSession | None) -> Responder:
     if config.llm_url and session is not None:
         return OpenAIResponder(
-            session, config.llm_url, config.llm_api_key, config.llm_model, config.llm_timeout_s
+            session,
+            config.llm_url,
+            config.llm_api_key,
+            config.llm_model,
+            config.llm_timeout_s,
+            config.llm_modules,
         )
     return OfflineResponder(config.offline_chunk_delay_ms)

@@ -25,6 +25,7 @@ from marshmallow import (
 
 from service.chat.responder import ChatMessage
 from service.config import Limits
+from service.target.rows import LOCAL_REPLY_ID, FeedbackRow, Parent, is_local_reply_id
 
 SIGNAL_NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 SIGNAL_NAME = validate.Regexp(SIGNAL_NAME_PATTERN, error="may only hold letters, digits and _ . : -")
@@ -67,20 +68,55 @@ SIGNAL_EXTRAS = (
     ("response_id", ("response_id", "responseId")),
     ("user_id", ("user_id", "userId")),
     ("guest_id", ("guest_id", "guestId")),
+    # The ECO production app's local id of the reply (`eco-<uuid>`), or the message's.
+    ("message_id", ("message_id", "messageId")),
 )
 
 
 @dataclass(frozen=True)
 class SignalInput:
-    interaction_id: uuid.UUID
+    # None when the signal is filed under the app's local reply id (`local_reply_id`).
+    interaction_id: uuid.UUID | None
     name: str
     type: str
     meta: dict[str, Any]
     value: float | None
     ts: datetime | None
     signal_id: uuid.UUID | None
-    # session_id, response_id, user_id, guest_id when the client gave them.
+    # session_id, response_id, user_id, guest_id, message_id when the client gave them.
     extras: dict[str, str] = field(default_factory=dict)
+    local_reply_id: str | None = None
+
+    @property
+    def parent(self) -> Parent:
+        return Parent(self.interaction_id, self.local_reply_id)
+
+    @property
+    def link(self) -> tuple[str, uuid.UUID] | None:
+        """(local reply id, interaction id) when the signal ties the app's local id to its interaction."""
+        return tie(self.extras.get("message_id"), self.interaction_id)
+
+
+def tie(message_id: str | None, interaction_id: uuid.UUID | None) -> tuple[str, uuid.UUID] | None:
+    """A request that gives the app's local reply id as `message_id` beside a real interaction id ties the
+    two: the rows filed under the local id belong to that interaction."""
+    if interaction_id is not None and is_local_reply_id(message_id):
+        assert message_id is not None
+        return message_id, interaction_id
+    return None
+
+
+def local_reply_alias(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """pre_load: an interaction id that is the app's local reply id (`eco-<uuid>`) moves to
+    `local_reply_id`, and the row is filed under it until a later request ties it to an interaction."""
+    for name in names:
+        value = data.get(name)
+        if isinstance(value, str) and is_local_reply_id(value.strip()):
+            data = {key: item for key, item in data.items() if key not in names}
+            data[names[0]] = None
+            data["local_reply_id"] = value.strip().lower()
+            break
+    return data
 
 
 def _eco_id() -> fields.String:
@@ -106,10 +142,11 @@ class SignalSchema(Schema):
     # The fields the ECO app's common signals give (`signal` reaches `name` through _aliases), which the
     # fast path (service/http/signal_fast_path.py) loads without marshmallow; any other sends it here.
     COMMON_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"interaction_id", "name", "type", "meta", "value", "ts", "signal_id", "session_id"}
+        {"interaction_id", "name", "type", "meta", "value", "ts", "signal_id", "session_id", "message_id"}
     )
 
-    interaction_id = fields.UUID(required=True)
+    # A uuid, or the app's local reply id (`eco-<uuid>`), which _aliases moves to `local_reply_id`.
+    interaction_id = fields.UUID(required=True, allow_none=True)
     interactionId = fields.UUID(allow_none=True, metadata={"description": "another name for interaction_id"})
     name = fields.String(required=True, validate=[validate.Length(min=1), SIGNAL_NAME])
     type = fields.String(
@@ -127,6 +164,13 @@ class SignalSchema(Schema):
     userId = _eco_id()
     guest_id = _eco_id()
     guestId = _eco_id()
+    message_id = _eco_id()
+    messageId = _eco_id()
+    local_reply_id = fields.String(
+        load_default=None,
+        validate=validate.Regexp(LOCAL_REPLY_ID),
+        metadata={"description": "set from interaction_id when it is the app's eco-<uuid>"},
+    )
 
     def __init__(self, limits: Limits, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -142,7 +186,7 @@ class SignalSchema(Schema):
             data["name"] = alias
         if data.get("interaction_id") is None and data.get("interactionId") is not None:
             data["interaction_id"] = data["interactionId"]
-        return data
+        return local_reply_alias(data, ("interaction_id", "interactionId"))
 
     @validates("name")
     def _name_length(self, value: str, **kwargs: Any) -> None:
@@ -155,6 +199,8 @@ class SignalSchema(Schema):
 
     @post_load
     def _make(self, data: dict[str, Any], **kwargs: Any) -> SignalInput:
+        if data["interaction_id"] is None and data["local_reply_id"] is None:
+            raise ValidationError("Field may not be null.", "interaction_id")
         extras = {}
         for stored, names in SIGNAL_EXTRAS:
             if (value := _first_given(data, names)) is not None:
@@ -168,6 +214,7 @@ class SignalSchema(Schema):
             ts=data["ts"],
             signal_id=data["signal_id"],
             extras=extras,
+            local_reply_id=data["local_reply_id"],
         )
 
 
@@ -352,10 +399,171 @@ def _prompt(data: dict[str, Any]) -> str | None:
     return _first_given(data, DIRECT_KEYS)
 
 
+# Votes as the ECO backend read them.
+VOTES = {"up": "up", "like": "up", "down": "down", "dislike": "down"}
+MODULE_KEY = validate.Regexp(SIGNAL_NAME_PATTERN, error="may only hold letters, digits and _ . : -")
+REASON_MAX_ITEMS = 16
+
+
+class Reasons(fields.Field):
+    """`reason` as the apps send it: a string, a list of strings, or null; stored as a list (text[])."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str] | None:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValidationError("must be a string, a list of strings, or null")
+        if len(items) > REASON_MAX_ITEMS:
+            raise ValidationError(f"holds at most {REASON_MAX_ITEMS} reasons")
+        if any(len(item) > ECO_ID_MAX_CHARS for item in items):
+            raise ValidationError(f"a reason is at most {ECO_ID_MAX_CHARS} characters")
+        cleaned = [item.strip() for item in items if item.strip()]
+        return cleaned or None
+
+
+def _interaction_ref() -> fields.String:
+    return fields.String(
+        allow_none=True,
+        validate=validate.Length(max=ECO_ID_MAX_CHARS),
+        metadata={"description": "a uuid, or the app's local reply id eco-<uuid>"},
+    )
+
+
+def _parent(data: dict[str, Any], names: tuple[str, ...]) -> Parent:
+    """The interaction a child row belongs to, or the local reply id it is filed under until tied."""
+    raw = _first_given(data, names)
+    if raw is None or not raw.strip():
+        raise ValidationError("Missing data for required field.", "interaction_id")
+    value = raw.strip()
+    if is_local_reply_id(value):
+        return Parent(local_id=value.lower())
+    try:
+        return Parent(uuid.UUID(value))
+    except ValueError:
+        raise ValidationError(
+            "must be a uuid or the app's local reply id (eco-<uuid>)", "interaction_id"
+        ) from None
+
+
+@dataclass(frozen=True)
+class FeedbackInput:
+    row: FeedbackRow
+    # The app's local reply id given beside the real interaction id.
+    link: tuple[str, uuid.UUID] | None
+
+
+class FeedbackSchema(Schema):
+    """A like or dislike, as the production app and the ECO backend's client send it."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    interaction_id = _interaction_ref()
+    interactionId = _interaction_ref()
+    vote = fields.String(required=True, metadata={"description": "up, down, like or dislike"})
+    reason = Reasons(allow_none=True, load_default=None)
+    source = fields.String(allow_none=True, validate=validate.Length(max=SIGNAL_TYPE_MAX_CHARS * 2))
+    meta = fields.Dict(keys=fields.String(), allow_none=True, load_default=None)
+    message_id = _eco_id()
+    messageId = _eco_id()
+    response_id = _eco_id()
+    responseId = _eco_id()
+    pillar = fields.String(allow_none=True, validate=validate.Length(max=SIGNAL_TYPE_MAX_CHARS * 2))
+    arm = fields.String(allow_none=True, validate=validate.Length(max=ECO_ID_MAX_CHARS))
+    session_id = _eco_id()
+    sessionId = _eco_id()
+    user_id = _user_id()
+    userId = _user_id()
+
+    def __init__(self, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limits = limits
+
+    @validates("vote")
+    def _vote(self, value: str, **kwargs: Any) -> None:
+        if value.strip().lower() not in VOTES:
+            raise ValidationError("must be up, down, like or dislike")
+
+    @validates("meta")
+    def _meta_bounds(self, value: dict[str, Any] | None, **kwargs: Any) -> None:
+        if value is not None:
+            check_meta_bounds(value, self.limits)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **kwargs: Any) -> FeedbackInput:
+        parent = _parent(data, ("interaction_id", "interactionId"))
+        message_id = _first_given(data, ("message_id", "messageId"))
+        row = FeedbackRow(
+            parent=parent,
+            vote=VOTES[data["vote"].strip().lower()],
+            reason=data["reason"],
+            source=data.get("source"),
+            meta=data["meta"] or {},
+            message_id=_first_given(data, ("response_id", "responseId")) or message_id,
+            arm=(data.get("arm") or "").strip() or None,
+            pillar=(data.get("pillar") or "").strip() or None,
+            user_id=as_uuid(_first_given(data, USER_ID_KEYS[2:])),
+            session_id=_first_given(data, ("session_id", "sessionId")),
+        )
+        return FeedbackInput(row, tie(message_id, parent.interaction_id))
+
+
+@dataclass(frozen=True)
+class ModuleUsageInput:
+    parent: Parent
+    module_key: str
+    position: int | None
+    tokens: int | None
+    link: tuple[str, uuid.UUID] | None
+
+
+def _count() -> fields.Integer:
+    return fields.Integer(allow_none=True, validate=validate.Range(min=0, max=2**31 - 1))
+
+
+class ModuleUsageSchema(Schema):
+    """One module a reply used, as the production app sends it (camelCase) or the ECO backend read it."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    moduleKey = fields.String(allow_none=True, validate=[validate.Length(min=1, max=128), MODULE_KEY])
+    module_key = fields.String(allow_none=True, validate=[validate.Length(min=1, max=128), MODULE_KEY])
+    position = _count()
+    tokens = _count()
+    interactionId = _interaction_ref()
+    interaction_id = _interaction_ref()
+    messageId = _eco_id()
+    message_id = _eco_id()
+    sessionId = _eco_id()
+    session_id = _eco_id()
+
+    @post_load
+    def _make(self, data: dict[str, Any], **kwargs: Any) -> ModuleUsageInput:
+        module_key = _first_given(data, ("moduleKey", "module_key"))
+        if module_key is None:
+            raise ValidationError("Missing data for required field.", "moduleKey")
+        parent = _parent(data, ("interactionId", "interaction_id"))
+        return ModuleUsageInput(
+            parent=parent,
+            module_key=module_key,
+            position=data.get("position"),
+            tokens=data.get("tokens"),
+            link=tie(_first_given(data, ("messageId", "message_id")), parent.interaction_id),
+        )
+
+
 @functools.cache
 def signal_schema(limits: Limits) -> SignalSchema:
     """One schema per set of limits, built once: building one costs more than loading a signal."""
     return SignalSchema(limits)
+
+
+@functools.cache
+def feedback_schema(limits: Limits) -> FeedbackSchema:
+    return FeedbackSchema(limits)
+
+
+MODULE_USAGE_SCHEMA = ModuleUsageSchema()
 
 
 @functools.cache

@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 import sys
 
+import psycopg2.errors
 from loguru import logger
 
 from outbox import admin as outbox_admin
 from service.config import Config
 from service.store import migrations
-from service.store.database import open_databases
+from service.store.database import open_databases, resolve_dsns
 from service.store.documents import dead_letter_document, stats_document
 
 
 async def run_migrate(config: Config) -> int:
-    databases = await open_databases(config)
-    try:
-        for role, applied in (await migrations.migrate_databases(databases)).items():
-            logger.info("{} database: {}", role, ", ".join(applied) if applied else "up to date")
-    finally:
-        await databases.close()
+    outbox_dsn, target_dsn = await resolve_dsns(config)
+    outcomes = await migrations.migrate_dsns(outbox_dsn, target_dsn, config.migrations)
+    migrations.log_outcomes(outcomes)
+    if not any(outcome.applied or outcome.not_added for outcome in outcomes.values()):
+        logger.info("migrations: up to date")
     return 0
 
 
@@ -34,11 +34,10 @@ async def run_outbox(
     all_: bool,
     older_than_s: float,
 ) -> int:
-    """`python -m service outbox stats|dead|requeue|purge-dead`: the admin endpoints' answers, as JSON."""
+    """`python -m service outbox stats|dead|requeue|purge-dead`: the admin endpoints' answers, as JSON.
+    None of them runs DDL: on a database the service has not migrated yet, they say so in one line."""
     databases = await open_databases(config)
     try:
-        # As `serve` does: the outbox tables exist before anyone asks about them.
-        await migrations.migrate_databases(databases)
         if action == "stats":
             document: object = stats_document(await outbox_admin.stats(databases.outbox))
         elif action == "dead":
@@ -52,6 +51,12 @@ async def run_outbox(
                 return 2
             requeued = await outbox_admin.requeue(databases.outbox, None if all_ else seqs)
             document = {"requeued": requeued, "count": len(requeued)}
+    except psycopg2.errors.UndefinedTable:
+        print(
+            "the outbox has no tables yet: start the service, or run `python -m service migrate`",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         await databases.close()
     print(json.dumps(document, indent=2, default=str, ensure_ascii=False))

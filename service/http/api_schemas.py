@@ -35,6 +35,14 @@ class UsageSchema(Schema):
     output_tokens = fields.Integer(required=True)
 
 
+def _module_combo() -> fields.List:
+    return fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "the modules that shaped the reply, in order (the ECO app posts each one)"},
+    )
+
+
 class DoneMetaSchema(Schema):
     interaction_id = fields.UUID(
         required=True, metadata={"description": "where the ECO web app takes the id for its signals"}
@@ -44,6 +52,7 @@ class DoneMetaSchema(Schema):
         metadata={"description": "stop, error, client_disconnect or server_shutdown"},
     )
     usage = fields.Nested(UsageSchema, required=True)
+    module_combo = _module_combo()
 
 
 class TokensSchema(Schema):
@@ -61,6 +70,7 @@ class DonePayloadSchema(Schema):
     content = fields.String(required=True)
     interaction_id = fields.UUID(required=True)
     tokens = fields.Nested(TokensSchema, required=True)
+    module_combo = _module_combo()
     timings = fields.Nested(TimingsSchema, required=True)
     at = fields.AwareDateTime(required=True)
     sinceStartMs = fields.Integer(required=True)
@@ -143,6 +153,30 @@ SSE_EVENTS: dict[str, type[Schema]] = {
 
 class HealthSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class ApiHealthSchema(Schema):
+    """GET /api/health when ready, in the ECO backend's shape (the ECO web app reads `ok`)."""
+
+    ok = fields.Boolean(required=True, validate=validate.Equal(True))
+    prompts = fields.String(required=True, validate=validate.OneOf(["ready"]))
+    modulesIndexed = fields.Integer(
+        required=True, metadata={"description": "the modules the responder's replies are named with"}
+    )
+    roots = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "folders prompt modules were read from: none"},
+    )
+    responder = fields.String(required=True, metadata={"description": "offline or openai"})
+    checkedAt = fields.AwareDateTime(required=True)
+
+
+class ApiHealthDownSchema(Schema):
+    """GET /api/health when not ready (503): why, as /readyz's problems."""
+
+    ok = fields.Boolean(required=True, validate=validate.Equal(False))
+    reason = fields.String(required=True)
 
 
 class LoopFailureSchema(Schema):

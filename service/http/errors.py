@@ -20,10 +20,13 @@ class ApiError(Exception):
         *,
         details: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.headers = headers
+        # Close the connection after the answer: what is left of the request cannot be trusted or read.
+        self.close = close
         self.error = error
         self.message = message
         self.details = details

@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler
 
 from service.chat.schemas import CLIENT_MESSAGE_ID_MAX_CHARS, ECO_ID_MAX_CHARS
 from service.http.errors import validation_failed
+from service.target.rows import is_local_reply_id
 
 HEADER_INTERACTION_ID = "X-Eco-Interaction-Id"
 HEADER_IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -27,6 +28,13 @@ HEADER_SESSION_ID = "X-Eco-Session-Id"
 HEADER_CLIENT_MESSAGE_ID = "X-Eco-Client-Message-Id"
 HEADER_USER_ID = "X-Eco-User-Id"
 HEADER_STREAM_ID = "X-Stream-Id"
+HEADER_LAST_EVENT_ID = "Last-Event-Id"
+# Sent by the ECO production app (its buildIdentityHeaders, and feedback's X-Guest-Id); allowed, not read.
+HEADER_CLIENT_ID = "X-Client-Id"
+HEADER_BIAS_HINT = "X-Eco-Bias-Hint"
+HEADER_PLAIN_GUEST_ID = "X-Guest-Id"
+HEADER_PLAIN_SESSION_ID = "X-Session-Id"
+HEADER_REQUESTED_WITH = "X-Requested-With"
 # A bearer JWT from the ECO app runs to a few KiB; aiohttp caps a header line at 8190 bytes anyway.
 AUTHORIZATION_MAX_CHARS = 8192
 
@@ -38,6 +46,8 @@ _NOT_PRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 class HeaderRule:
     max_chars: int
     is_uuid: bool = False
+    # The ECO app's local reply id (`eco-<uuid>`) stands where a uuid is not known yet.
+    or_local_reply_id: bool = False
 
 
 IDENTITY_HEADERS: dict[str, HeaderRule] = {
@@ -47,7 +57,7 @@ IDENTITY_HEADERS: dict[str, HeaderRule] = {
     # Not a uuid is dropped, like the body's user id, rather than refused.
     HEADER_USER_ID: HeaderRule(ECO_ID_MAX_CHARS),
     HEADER_STREAM_ID: HeaderRule(ECO_ID_MAX_CHARS),
-    HEADER_INTERACTION_ID: HeaderRule(ECO_ID_MAX_CHARS, is_uuid=True),
+    HEADER_INTERACTION_ID: HeaderRule(ECO_ID_MAX_CHARS, is_uuid=True, or_local_reply_id=True),
     HEADER_IDEMPOTENCY_KEY: HeaderRule(ECO_ID_MAX_CHARS, is_uuid=True),
     "Authorization": HeaderRule(AUTHORIZATION_MAX_CHARS),
 }
@@ -61,7 +71,7 @@ def header_problem(value: str, rule: HeaderRule) -> str | None:
         return "must not contain control characters"
     if len(value) > rule.max_chars:
         return f"longer than {rule.max_chars} characters"
-    if rule.is_uuid and value.strip():
+    if rule.is_uuid and value.strip() and not (rule.or_local_reply_id and is_local_reply_id(value.strip())):
         try:
             uuid.UUID(value.strip())
         except ValueError:
@@ -80,6 +90,14 @@ def check_headers(request: web.Request) -> None:
 def header_uuid(request: web.Request, name: str) -> str | None:
     """The uuid a (checked) header carries, normalised; None when absent or blank."""
     raw = request.headers.get(name, "").strip()
+    return str(uuid.UUID(raw)) if raw else None
+
+
+def header_interaction_ref(request: web.Request, name: str) -> str | None:
+    """A (checked) header that holds a uuid, normalised, or the app's local reply id as it is."""
+    raw = request.headers.get(name, "").strip()
+    if is_local_reply_id(raw):
+        return raw
     return str(uuid.UUID(raw)) if raw else None
 
 

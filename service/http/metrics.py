@@ -10,7 +10,7 @@ from prometheus_client import Gauge, Histogram
 
 from outbox.admin import KindStats
 from outbox.tables import DEAD, PENDING
-from service.target.rows import Kind
+from service.target.delivery import ECO_TARGET
 
 HTTP_SECONDS = Histogram(
     "eco_http_request_seconds",
@@ -38,6 +38,18 @@ OUTBOX_UP = Gauge(
     "1 when the last scrape could read the outbox, else 0.",
     multiprocess_mode="mostrecent",
 )
+
+
+# The answers the intake's 5xx alert and panels count: present at 0 from the first scrape.
+ZERO_STATUSES = ("500", "503")
+
+
+def zero_http_series(router: web.UrlDispatcher, route_names: frozenset[str]) -> None:
+    """The latency series of the named routes, one per method and 5xx status, at 0 before any request."""
+    for route in router.routes():
+        if route.name in route_names and route.resource is not None:
+            for status in ZERO_STATUSES:
+                HTTP_SECONDS.labels(route.method, route.resource.canonical, status)
 
 
 def route_of(request: web.Request) -> str:
@@ -68,7 +80,7 @@ def record_outbox_stats(rows: list[KindStats] | None) -> None:
     OUTBOX_UP.set(0 if rows is None else 1)
     if rows is None:
         return
-    for kind in Kind:
+    for kind in ECO_TARGET.order:
         for state in (PENDING, DEAD):
             OUTBOX_ROWS.labels(kind, state).set(0)
         OUTBOX_OLDEST_PENDING_S.labels(kind).set(0)

@@ -20,7 +20,17 @@ from service.keys import CONFIG, RATE_LIMITER
 IPAddress = IPv4Address | IPv6Address
 
 # Route names (see routes.py) that count against the per-client rate limit.
-RATE_LIMITED_ROUTES = frozenset({"ask-eco", "ask-eco-get", "signal", "interaction-signals"})
+RATE_LIMITED_ROUTES = frozenset(
+    {
+        "ask-eco",
+        "ask-eco-get",
+        "signal",
+        "signal-unprefixed",
+        "feedback",
+        "module-usage",
+        "interaction-signals",
+    }
+)
 
 
 @web.middleware
@@ -52,9 +62,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     logger.bind(code=error.error, interaction_id=_interaction_id(request)).info(
         "{} {} -> {}: {}", request.method, request.path, error.status, error.message
     )
-    return error_response(
+    response = error_response(
         error.status, error.error, error.message, details=error.details, headers=error.headers
     )
+    if error.close:
+        response.force_close()
+    return response
 
 
 def _interaction_id(request: web.Request) -> str | None:
@@ -94,15 +107,21 @@ def client_of(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
     return remote
 
 
+def charge(request: web.Request, cost: float = 1.0) -> None:
+    """Take `cost` tokens from the client's bucket, or refuse the request with 429 and Retry-After."""
+    wait_s = request.app[RATE_LIMITER].acquire(client_of(request, request.app[CONFIG].trusted_proxies), cost)
+    if wait_s > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many requests from this client; slow down",
+            headers={"Retry-After": str(math.ceil(wait_s))},
+        )
+
+
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One token per request, before its body is read; the signal view charges a batch's other signals."""
     if request.match_info.route.name in RATE_LIMITED_ROUTES:
-        wait_s = request.app[RATE_LIMITER].acquire(client_of(request, request.app[CONFIG].trusted_proxies))
-        if wait_s > 0:
-            raise ApiError(
-                429,
-                "rate_limited",
-                "too many requests from this client; slow down",
-                headers={"Retry-After": str(math.ceil(wait_s))},
-            )
+        charge(request)
     return await handler(request)

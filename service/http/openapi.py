@@ -14,7 +14,7 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from service.chat.schemas import AskSchema, SignalSchema
+from service.chat.schemas import AskSchema, FeedbackSchema, ModuleUsageSchema, SignalSchema
 from service.config import Limits
 from service.http import api_schemas as out
 from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
@@ -22,8 +22,8 @@ from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, Requeue
 TITLE = "eco-outbox"
 VERSION = "0.1.0"
 DESCRIPTION = (
-    "The ECO chat stream (`POST /api/ask-eco`, SSE or JSON) and passive-signal intake (`POST /api/signal`), "
-    "written to a transactional outbox and delivered to `analytics.*` by a relay."
+    "The ECO chat stream (`POST /api/ask-eco`, SSE or JSON) and passive-signal intake (`POST /api/signal`, "
+    "also `/signal`), written to a transactional outbox and delivered to `analytics.*` by a relay."
 )
 
 JSON = "application/json"
@@ -62,6 +62,7 @@ def _client_errors(*statuses: int) -> dict[str, Any]:
         401: "no bearer token",
         403: "a wrong bearer token, or the admin endpoints are off (ECO_ADMIN_TOKEN unset)",
         404: "nothing here",
+        408: "`request_timeout`: the body did not arrive within ECO_BODY_TIMEOUT_S (the connection closes)",
         409: "an interaction with this client_message_id exists already",
         413: "the body is larger than the limit",
         415: "wrong Content-Type",
@@ -131,7 +132,7 @@ def _ask_operation() -> dict[str, Any]:
                     },
                 },
             },
-            **_client_errors(400, 409, 413, 415, 422),
+            **_client_errors(400, 408, 409, 413, 415, 422),
             **RATE_LIMITED,
             **UNAVAILABLE,
         },
@@ -181,15 +182,22 @@ def _ask_get_operation() -> dict[str, Any]:
     }
 
 
-def _signal_operation(limits: Limits) -> dict[str, Any]:
+def _signal_operation(limits: Limits, operation_id: str, summary: str) -> dict[str, Any]:
+    batch = {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/Signal"},
+        "minItems": 1,
+        "maxItems": limits.signal_batch_items,
+    }
     one_or_batch = {
         "oneOf": [
             {"$ref": "#/components/schemas/Signal"},
+            batch,
             {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/Signal"},
-                "minItems": 1,
-                "maxItems": limits.signal_batch_items,
+                "type": "object",
+                "description": "a batch as the ECO production app sends it; other fields are ignored",
+                "required": ["events"],
+                "properties": {"events": batch},
             },
         ]
     }
@@ -200,10 +208,8 @@ def _signal_operation(limits: Limits) -> dict[str, Any]:
         ]
     }
     return {
-        "summary": (
-            "Take passive signals: 202 once committed to the outbox (the interaction need not exist yet)"
-        ),
-        "operationId": "postSignal",
+        "summary": summary,
+        "operationId": operation_id,
         "tags": ["signals"],
         "parameters": [
             *(_header(name, text) for name, text in IDENTITY_HEADERS.items()),
@@ -212,13 +218,35 @@ def _signal_operation(limits: Limits) -> dict[str, Any]:
         ],
         "requestBody": {
             "required": True,
-            "description": "one signal or a batch; `text/plain` is what navigator.sendBeacon sends",
+            "description": (
+                'one signal, or a batch (an array, or `{"events": [...]}`); `text/plain` is what '
+                "navigator.sendBeacon sends"
+            ),
             "content": {JSON: {"schema": one_or_batch}, "text/plain": {"schema": one_or_batch}},
         },
         "responses": {
             "202": {
                 "description": "queued: the signal (or each of the batch)",
                 "content": {JSON: {"schema": accepted}},
+            },
+            **_client_errors(400, 408, 413, 415, 422),
+            **RATE_LIMITED,
+            **UNAVAILABLE,
+        },
+    }
+
+
+def _child_operation(summary: str, operation_id: str, schema: str) -> dict[str, Any]:
+    """POST /api/feedback, POST /api/module-usage: children of an interaction, as signals are."""
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": ["signals"],
+        "parameters": [_header(name, text) for name, text in IDENTITY_HEADERS.items()],
+        "requestBody": {"required": True, "content": {JSON: {"schema": f"#/components/schemas/{schema}"}}},
+        "responses": {
+            "204": {
+                "description": "committed to the outbox; delivered once the interaction is in the target"
             },
             **_client_errors(400, 413, 415, 422),
             **RATE_LIMITED,
@@ -236,7 +264,7 @@ def _admin(summary: str, operation_id: str, response: str, **extra: Any) -> dict
         **extra,
         "responses": {
             "200": {"description": "OK", "content": {JSON: {"schema": response}}},
-            **_client_errors(401, 403, *((400, 413, 415, 422) if "requestBody" in extra else (422,))),
+            **_client_errors(401, 403, *((400, 408, 413, 415, 422) if "requestBody" in extra else (422,))),
             **UNAVAILABLE,
         },
     }
@@ -255,7 +283,34 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
     }
     return {
         "/api/ask-eco": {"post": _ask_operation(), "get": _ask_get_operation()},
-        "/api/signal": {"post": _signal_operation(limits)},
+        "/api/signal": {
+            "post": _signal_operation(
+                limits,
+                "postSignal",
+                "Take passive signals: 202 once committed to the outbox (the interaction need not exist yet)",
+            )
+        },
+        "/signal": {
+            "post": _signal_operation(
+                limits,
+                "postSignalUnprefixed",
+                "/api/signal under the path the ECO production app posts its passive signals to",
+            )
+        },
+        "/api/feedback": {
+            "post": _child_operation(
+                "Take a like or dislike: 204 once committed (the interaction need not exist yet)",
+                "postFeedback",
+                "Feedback",
+            )
+        },
+        "/api/module-usage": {
+            "post": _child_operation(
+                "Take a module a reply used: 204 once committed; stored once per (module, position)",
+                "postModuleUsage",
+                "ModuleUsage",
+            )
+        },
         "/api/interactions/{interaction_id}/signals": {
             "get": {
                 "summary": "Delivery state of an interaction's signals (pending, delivered, dead; attempts)",
@@ -276,6 +331,30 @@ def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
                 "operationId": "healthz",
                 "tags": ["operations"],
                 "responses": {"200": {"description": "alive", "content": {JSON: {"schema": "Health"}}}},
+            }
+        },
+        "/api/health": {
+            "get": {
+                "summary": "Readiness as the ECO web app polls it, in the ECO backend's shape",
+                "operationId": "apiHealth",
+                "tags": ["clients"],
+                "responses": {
+                    "200": {"description": "ready", "content": {JSON: {"schema": "ApiHealth"}}},
+                    "503": {
+                        "description": "not ready, and why",
+                        "content": {JSON: {"schema": "ApiHealthDown"}},
+                    },
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Liveness as the ECO backend answered it: the text `ok`",
+                "operationId": "health",
+                "tags": ["operations"],
+                "responses": {
+                    "200": {"description": "alive", "content": {"text/plain": {"schema": {"const": "ok"}}}}
+                },
             }
         },
         "/readyz": {
@@ -375,6 +454,8 @@ RESPONSE_SCHEMAS = (
     out.AskResultSchema,
     *out.SSE_EVENTS.values(),
     out.HealthSchema,
+    out.ApiHealthSchema,
+    out.ApiHealthDownSchema,
     out.ReadySchema,
     out.InteractionSignalsSchema,
     out.OutboxStatsSchema,
@@ -398,7 +479,35 @@ def _amend_request_schemas(document: dict[str, Any]) -> None:
     signal["description"] = (
         "One passive signal. `interaction_id` (or `interactionId`) is required unless the "
         "X-Eco-Interaction-Id header gives it; the header wins. The ECO extras (`session_id`, "
-        "`response_id`/`responseId`, `user_id`/`userId`, `guest_id`/`guestId`) are kept in the stored meta. "
+        "`response_id`/`responseId`, `user_id`/`userId`, `guest_id`/`guestId`, `message_id`/`messageId`) are "
+        "kept in the stored meta. "
+        "Unknown fields are ignored."
+    )
+    signal["description"] += (
+        " An interaction id that is the ECO app's local reply id (`eco-<uuid>`) holds the signal until a "
+        "later request gives that id as `message_id` beside a uuid `interaction_id`."
+    )
+    feedback = schemas["Feedback"]
+    feedback["anyOf"] = [{"required": ["interaction_id"]}, {"required": ["interactionId"]}]
+    feedback["properties"]["reason"] = {
+        "type": ["string", "array", "null"],
+        "items": {"type": "string"},
+        "description": "a string, a list of strings, or null; stored as a list",
+    }
+    feedback["description"] = (
+        "A vote on a reply: `vote` up, down, like or dislike. Lands as one eco_feedback row, the reward of "
+        "(interaction, arm) in bandit_rewards (the latest vote's), counted once in eco_bandit_arms. The arm "
+        "is `arm`, else the interaction's first module usage, else `baseline`. An interaction id that is "
+        "the app's local reply id (`eco-<uuid>`) is held until tied; `message_id` set to that id beside a "
+        "uuid interaction_id ties it. Unknown fields are ignored."
+    )
+    usage = schemas["ModuleUsage"]
+    usage["allOf"] = [
+        {"anyOf": [{"required": ["moduleKey"]}, {"required": ["module_key"]}]},
+        {"anyOf": [{"required": ["interactionId"]}, {"required": ["interaction_id"]}]},
+    ]
+    usage["description"] = (
+        "One module of a reply, camelCase (the production app) or snake_case (the ECO backend's names). "
         "Unknown fields are ignored."
     )
     ask = schemas["Ask"]
@@ -433,6 +542,8 @@ def _document(limits: Limits) -> dict[str, Any]:
     )
     spec.components.schema("Signal", schema=SignalSchema(limits))
     spec.components.schema("Ask", schema=AskSchema(limits))
+    spec.components.schema("Feedback", schema=FeedbackSchema(limits))
+    spec.components.schema("ModuleUsage", schema=ModuleUsageSchema())
     for schema in RESPONSE_SCHEMAS:
         spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
     for path, operations in _paths(limits).items():

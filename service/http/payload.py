@@ -7,6 +7,7 @@ like any nesting beyond the limits).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from service.http.errors import ApiError, validation_failed
+from service.keys import CONFIG
 
 JSON_TYPES = ("application/json",)
 BEACON_TYPES = ("application/json", "text/plain")
@@ -107,10 +109,18 @@ async def read_json(request: web.Request, max_bytes: int, content_types: tuple[s
     if request.content_length is not None and request.content_length > max_bytes:
         raise _too_large(max_bytes)
     body = bytearray()
-    while chunk := await request.content.read(64 * 1024):
-        body += chunk
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
+    timeout_s = request.app[CONFIG].body_timeout_s
+    try:
+        # One deadline for the whole body: a client trickling a byte at a time holds the handler no longer.
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.read(64 * 1024):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise _too_large(max_bytes)
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"the body did not arrive within {timeout_s:g} s", close=True
+        ) from None
     document = parse_json(bytes(body))
     # Strict UTF-8 and the JSON parser already refuse raw NULs and surrogates: only a \u escape can carry
     # one, so a body without any is not walked (the common case, at thousands of requests a second).

@@ -28,7 +28,9 @@ def _json_sink(message: Any) -> None:
     }
     line.update({key: value for key, value in record["extra"].items() if value is not None})
     if record["exception"] is not None:
-        line["exception"] = "".join(message.record["exception"].__class__.__name__)
+        exception = record["exception"]
+        # loguru's RecordException wraps it: the class is its `type` (None when there was no exception).
+        line["exception"] = exception.type.__name__ if exception.type is not None else None
         line["traceback"] = str(message).rstrip("\n").split("\n", 1)[-1]
     sys.stderr.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
 

@@ -5,13 +5,14 @@ The kernel spreads incoming connections over the processes (SO_REUSEPORT); their
 safely because claims use FOR UPDATE SKIP LOCKED, and every relay wakes on the same NOTIFY. The workers keep
 their metrics in files of one private folder (prometheus-client's multiprocess mode), so /metrics, whichever
 worker answers it, sums them all; the folder goes with the supervisor. This process only supervises: it
-starts the embedded database once (when there is no DATABASE_URL), forwards SIGTERM and SIGINT to the
-workers as SIGTERM, and if one worker dies it stops the others and exits non-zero, so that whatever manages
-the service sees it fail.
+starts the embedded database once (when there is no DATABASE_URL), applies the migrations once before it
+starts the workers (which do not migrate), forwards SIGTERM and SIGINT to the workers as SIGTERM, and if one
+worker dies it stops the others and exits non-zero, so that whatever manages the service sees it fail.
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import shutil
@@ -28,6 +29,7 @@ from types import FrameType
 from loguru import logger
 
 from service.config import Config
+from service.store import migrations
 from service.store.embedded import start_embedded_postgres
 
 # prometheus-client reads this variable when a worker first imports it, to pick its file-backed values.
@@ -57,6 +59,14 @@ def _worker(config: Config, parent_pid: int) -> None:
 def supervise(config: Config) -> None:
     if config.database_url is None:
         config = replace(config, database_url=start_embedded_postgres(config.data_dir))
+    # One migrator for all the workers, before they start: a worker that failed migrating would stop them all.
+    outcomes = asyncio.run(
+        migrations.migrate_dsns(
+            config.database_url, config.target_database_url or config.database_url, config.migrations
+        )
+    )
+    migrations.log_outcomes(outcomes)
+    config = replace(config, migrate_on_start=False)
     metrics_dir = Path(tempfile.mkdtemp(prefix="eco-metrics-"))
     # Inherited by the spawned workers, which import prometheus-client afresh.
     os.environ[METRICS_DIR_ENV] = str(metrics_dir)

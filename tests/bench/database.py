@@ -16,7 +16,10 @@ from psycopg2.extensions import make_dsn
 from tests.helpers import fetch
 from tests.pg import admin, migrate
 
-RESET_SQL = "TRUNCATE analytics.eco_passive_signals, analytics.eco_interactions, eco_outbox.events"
+RESET_SQL = (
+    "TRUNCATE analytics.eco_passive_signals, analytics.eco_feedback, analytics.bandit_rewards,"
+    " analytics.eco_module_usages, analytics.eco_bandit_arms, analytics.eco_interactions, eco_outbox.events"
+)
 
 INSERT_PARENTS_SQL = "INSERT INTO analytics.eco_interactions (id) SELECT unnest(%(ids)s::uuid[])"
 

@@ -29,6 +29,10 @@ SEED_INSERT_SQL = """
 INSERT INTO analytics.eco_passive_signals (id, interaction_id, signal, meta)
 VALUES (%(id)s, %(interaction_id)s, 'bench_seed', '{}'::jsonb)
 """
+SEED_VOTE_SQL = """
+INSERT INTO analytics.eco_feedback (interaction_id, vote, source)
+VALUES (%(interaction_id)s, 'up', 'bench_seed')
+"""
 # The end-to-end stage's open loop spreads its requests over this many connections (a request waits for
 # the previous one on its connection, so at 5k/s each connection has ~13 ms for each).
 E2E_CONNECTIONS = 64
@@ -109,6 +113,9 @@ class LagRun:
     signals: int
     lost_seed: dict[float, int] = field(default_factory=dict)
     lost_outbox: dict[float, int] = field(default_factory=dict)
+    # Votes: the old backend's feedback (look the interaction up once, 404 if absent) against the outbox.
+    lost_votes_seed: dict[float, int] = field(default_factory=dict)
+    lost_votes_outbox: dict[float, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -322,6 +329,20 @@ async def _seed_insert(pool: aiopg.Pool, interaction_id: str) -> bool:
     return False
 
 
+async def _seed_vote(pool: aiopg.Pool, interaction_id: str) -> bool:
+    """The old backend's feedback: look the interaction up once; absent, answer 404 (the vote is lost)."""
+    if not await scalar(pool, "SELECT 1 FROM analytics.eco_interactions WHERE id = %s", (interaction_id,)):
+        return False
+    await fetch(pool, SEED_VOTE_SQL, {"interaction_id": interaction_id})
+    return True
+
+
+async def _outbox_vote(session: aiohttp.ClientSession, url: str, interaction_id: str) -> bool:
+    body = {"interaction_id": interaction_id, "vote": "up", "source": "bench_outbox"}
+    async with session.post(f"{url}/api/feedback", json=body) as response:
+        return response.status == 204
+
+
 async def _outbox_post(session: aiohttp.ClientSession, url: str, interaction_id: str) -> str | None:
     body = {"interaction_id": interaction_id, "name": "bench_outbox"}
     async with session.post(f"{url}/api/signal", json=body) as response:
@@ -330,8 +351,9 @@ async def _outbox_post(session: aiohttp.ClientSession, url: str, interaction_id:
 
 async def lag(pool: aiopg.Pool, server: ServiceProcess, settings: BenchSettings) -> LagRun:
     """For each parent lag, `lag_signals` interactions whose row reaches the target that long after the
-    client sent its signal: the seed strategy's direct insert against a POST to the outbox. All lags run at
-    once; a signal is lost when it is not in the target once everything settled (or dead-lettered)."""
+    client sent its signal and its vote: the seed strategy's direct insert (for the vote, the old backend's
+    look-up, 404 when absent) against a POST to the outbox. All lags run at once; a signal or vote is lost
+    when it is not in the target once everything settled (or dead-lettered)."""
     await database.reset(pool)
     run = LagRun(settings.lag_signals)
     groups = {lag_s: [str(uuid.uuid4()) for _ in range(settings.lag_signals)] for lag_s in settings.lags_s}
@@ -344,11 +366,18 @@ async def lag(pool: aiopg.Pool, server: ServiceProcess, settings: BenchSettings)
     async def seed(ids: list[str]) -> int:
         return sum(not ok for ok in await asyncio.gather(*(_seed_insert(pool, i) for i in ids)))
 
+    async def seed_votes(ids: list[str]) -> int:
+        return sum(not ok for ok in await asyncio.gather(*(_seed_vote(pool, i) for i in ids)))
+
     async with aiohttp.ClientSession() as session:
-        outbox_ids = await asyncio.gather(
-            *(parents_after(lag_s, ids) for lag_s, ids in groups.items()),
-            *(_outbox_post(session, server.url, i) for ids in groups.values() for i in ids),
-            *(seed(ids) for ids in groups.values()),
+        outbox_ids, votes_lost_seed, votes_accepted = await asyncio.gather(
+            asyncio.gather(
+                *(parents_after(lag_s, ids) for lag_s, ids in groups.items()),
+                *(_outbox_post(session, server.url, i) for ids in groups.values() for i in ids),
+                *(seed(ids) for ids in groups.values()),
+            ),
+            asyncio.gather(*(seed_votes(ids) for ids in groups.values())),
+            asyncio.gather(*(_outbox_vote(session, server.url, i) for ids in groups.values() for i in ids)),
         )
     posted = outbox_ids[len(groups) : len(groups) + len(groups) * settings.lag_signals]
     lost_seed = outbox_ids[len(groups) + len(posted) :]
@@ -358,7 +387,7 @@ async def lag(pool: aiopg.Pool, server: ServiceProcess, settings: BenchSettings)
         settled = await scalar(
             pool,
             "SELECT NOT EXISTS (SELECT 1 FROM eco_outbox.events "
-            "WHERE state = 'pending' AND key = ANY(%s::uuid[]))",
+            "WHERE state = 'pending' AND (key = ANY(%s::uuid[]) OR kind = 'feedback'))",
             (accepted,),
         )
         if settled:
@@ -371,7 +400,16 @@ async def lag(pool: aiopg.Pool, server: ServiceProcess, settings: BenchSettings)
         "WHERE signal = 'bench_outbox' GROUP BY 1",
     )
     per_parent = {str(parent): int(count) for parent, count in delivered}  # type: ignore[call-overload]
-    for (lag_s, ids), lost in zip(groups.items(), lost_seed, strict=True):
+    voted = await fetch(
+        pool,
+        "SELECT interaction_id::text, count(*) FROM analytics.eco_feedback"
+        " WHERE source = 'bench_outbox' GROUP BY 1",
+    )
+    votes_per_parent = {str(parent): int(count) for parent, count in voted}  # type: ignore[call-overload]
+    assert all(votes_accepted), "every vote is acknowledged (204)"
+    for (lag_s, ids), lost, lost_votes in zip(groups.items(), lost_seed, votes_lost_seed, strict=True):
         run.lost_seed[lag_s] = int(lost)
         run.lost_outbox[lag_s] = sum(1 for i in ids if per_parent.get(i, 0) == 0)
+        run.lost_votes_seed[lag_s] = lost_votes
+        run.lost_votes_outbox[lag_s] = sum(1 for i in ids if votes_per_parent.get(i, 0) != 1)
     return run

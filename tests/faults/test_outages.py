@@ -22,7 +22,7 @@ from tests import conftest
 from tests.conftest import TEST_RELAY
 from tests.faults.conftest import FaultDatabases, open_pool
 from tests.helpers import fetch, probe, scalar, wait_for
-from tests.loss_checker import LossChecker
+from tests.loss_checker import FEEDBACK, MODULE_USAGE, LossChecker
 from tests.pgcluster import PgCluster
 
 SIGNALS_DURING_OUTAGE = 40
@@ -70,6 +70,8 @@ async def test_target_down_intake_goes_on_and_relay_resumes(
     for i in range(SIGNALS_DURING_OUTAGE):
         body = checker.body(during if i % 2 else before, i=i)
         assert await checker.post(client.session, base_url(client), [body]) == 202
+    for kind in (FEEDBACK, MODULE_USAGE):
+        assert await checker.post_child(client.session, base_url(client), kind, during) == 204
     await wait_for(probe(relay_outages), lambda count: count >= outages + OUTAGE_PASSES, timeout_s=20)
     # Held back by the outage, not by their own fault: all pending, no attempt counted.
     held = await fetch(
@@ -81,7 +83,7 @@ async def test_target_down_intake_goes_on_and_relay_resumes(
     target_server.start()
     await checker.wait_settled(outbox)
     report = await checker.verify(outbox, target)
-    assert (report.delivered, report.dead) == (SIGNALS_DURING_OUTAGE + 1, 0)
+    assert (report.delivered, report.dead) == (SIGNALS_DURING_OUTAGE + 1 + 2, 0)
     await wait_for(
         lambda: scalar(outbox, "select count(*) from eco_outbox.events where state <> 'delivered'"),
         lambda count: count == 0,
@@ -120,6 +122,9 @@ async def test_outbox_down_answers_503_then_recovers_alone(
         assert resp.status == 503 and "Retry-After" in resp.headers
         for i in range(5):
             assert await checker.post(client.session, base_url(client), [checker.body(parent, i=i)]) == 503
+        # A vote or a module usage refused with a 503 is not stored either (the checker verifies it).
+        for kind in (FEEDBACK, MODULE_USAGE):
+            assert await checker.post_child(client.session, base_url(client), kind, parent) == 503
         assert (await client.get("/healthz")).status == 200
         assert (await client.get("/readyz")).status == 503
 
@@ -136,7 +141,7 @@ async def test_outbox_down_answers_503_then_recovers_alone(
         await checker.wait_settled(pool)
         report = await checker.verify(pool, pool)
         assert report.delivered == len(checker.acknowledged) >= 7
-        assert report.rejected >= 5
+        assert report.rejected >= 5 + 2
         await wait_for(lambda: listeners(pool), lambda count: count == 1)
     finally:
         pool.close()

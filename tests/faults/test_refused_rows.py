@@ -40,7 +40,8 @@ def sample(name: str, **labels: str) -> float:
 async def build(make_client: Callable[..., Any]) -> TestClient:
     # One loop with large batches: the refused row is claimed together with everything after it.
     relay = replace(TEST_RELAY, max_attempts=MAX_ATTEMPTS, loops=1, batch_size=1000)
-    return await make_client(admin_token=TOKEN, relay=relay)
+    # One client posting everything: no rate limit.
+    return await make_client(admin_token=TOKEN, relay=relay, rate_limit_per_s=0.0)
 
 
 async def ask(client: TestClient, session_id: str | None = None) -> str:

@@ -104,3 +104,21 @@ async def test_enqueue_is_idempotent_on_kind_and_key(db: aiopg.Pool, writer: Out
 def test_a_target_names_only_kinds_it_delivers() -> None:
     with pytest.raises(ValueError, match="waits_on"):
         Target(deliverers={PARENT: deliver_parents}, waits_on={CHILD: frozenset({PARENT})})
+
+
+async def test_a_relay_leaves_kinds_its_target_does_not_deliver(db: aiopg.Pool, writer: OutboxWriter) -> None:
+    """A newer release beside this one may write a kind this relay has no deliverer for: it neither claims
+    it (its batches would fail) nor counts it as due (it would poll without pause)."""
+    parent = uuid.uuid4()
+    await writer.enqueue([parent_event(parent, "p"), child_event(parent, "new kind")])
+    parents_only = Target(deliverers={PARENT: deliver_parents})
+    relay = Relay(db, db, parents_only, TEST_RELAY)
+
+    outcome = await relay.run_once()
+
+    assert (outcome.claimed, outcome.delivered) == (1, 1)
+    assert await fetch(db, "SELECT kind, state, attempts FROM eco_outbox.events ORDER BY kind") == [
+        (CHILD, "pending", 0),
+        (PARENT, "delivered", 1),
+    ]
+    assert await relay._seconds_until_due() == TEST_RELAY.poll_s

@@ -1,40 +1,60 @@
-"""Liveness and readiness."""
+"""Liveness and readiness, and the ECO web app's health checks."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
 from outbox.errors import CONNECTION_ERRORS
-from service.keys import DATABASES, RELAY, SIDE_LOOPS, WRITER
+from service.keys import CONFIG, DATABASES, NOT_ADDED, RELAY, RESPONDER, SIDE_LOOPS, WRITER
 from service.store import migrations
 
 READY_TIMEOUT_S = 3.0
+INTAKE_ONLY = "none in this process (ECO_RELAY_LOOPS=0): it relies on a relay running elsewhere"
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Ready when both databases answer, no migration is pending, every outbox loop runs and no relay loop's
-    last batches all failed; 503 with why not. `loops` reports each loop, for operators and the admin page."""
-    databases = request.app[DATABASES]
+async def plain_health(request: web.Request) -> web.Response:
+    """GET /health: alive, as the ECO backend answered it (text `ok`)."""
+    return web.Response(text="ok")
+
+
+async def readiness(app: web.Application) -> tuple[list[str], dict[str, dict[str, Any]], dict[str, object]]:
+    """Why the node is not ready (nothing when it is), each outbox loop's report, and the details readyz
+    adds (optional migrations not added, an intake-only node).
+
+    Ready when both databases answer, no migration is pending, every outbox loop runs and no relay loop's
+    last batches all failed."""
+    databases = app[DATABASES]
     problems: list[str] = []
+    # Optional migrations not applied: the service works without them, and says what it lacks.
+    not_added: dict[str, str] = {}
     for role, pool, sets in migrations.roles(databases):
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
-                missing = await migrations.pending(pool, sets)
+                missing, optional = await migrations.pending(pool, sets)
         except (*CONNECTION_ERRORS, TimeoutError) as exc:
             problems.append(f"{role} database unreachable: {exc.__class__.__name__}")
             continue
         if missing:
             problems.append(f"{role} database has pending migrations: {', '.join(missing)}")
-    relay = request.app[RELAY]
-    writer = request.app[WRITER]
-    side_loops = request.app[SIDE_LOOPS]
-    problems.extend(relay.problems())
+        for migration in optional:
+            not_added[migration.version] = app[NOT_ADDED].get(
+                migration.version, f"not applied; without it, {migration.why}"
+            )
+    relay = app[RELAY]
+    writer = app[WRITER]
+    side_loops = app[SIDE_LOOPS]
+    # ECO_RELAY_LOOPS=0: an intake-only node, ready without a relay of its own.
+    intake_only = app[CONFIG].relay.loops == 0
+    if not intake_only:
+        problems.extend(relay.problems())
     if not writer.running:
         problems.append("intake writer not running")
     problems.extend(f"{task.task_name} not running" for task in side_loops if not task.running)
@@ -42,6 +62,39 @@ async def readyz(request: web.Request) -> web.Response:
         health.name: health.report()
         for health in (*relay.loops, *writer.loops, *(task.health for task in side_loops))
     }
+    details: dict[str, object] = {"not_added": not_added} if not_added else {}
+    if intake_only:
+        details["relay"] = INTAKE_ONLY
+    return problems, loops, details
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """503 with why not; `loops` reports each loop, for operators and the admin page."""
+    problems, loops, details = await readiness(request.app)
     if problems:
-        return web.json_response({"status": "unavailable", "problems": problems, "loops": loops}, status=503)
-    return web.json_response({"status": "ready", "loops": loops})
+        return web.json_response(
+            {"status": "unavailable", "problems": problems, "loops": loops, **details}, status=503
+        )
+    return web.json_response({"status": "ready", "loops": loops, **details})
+
+
+async def api_health(request: web.Request) -> web.Response:
+    """GET /api/health, which the ECO web app polls, in the ECO backend's shape; ready as /readyz decides.
+
+    The ECO backend counted the prompt modules it had indexed from its prompt folders (`roots`). Here the
+    modules are those the responder's replies are named with (`module_combo` in `done`), read from no
+    folder."""
+    problems, _, _ = await readiness(request.app)
+    responder = request.app[RESPONDER]
+    if problems:
+        return web.json_response({"ok": False, "reason": "; ".join(problems)}, status=503)
+    return web.json_response(
+        {
+            "ok": True,
+            "prompts": "ready",
+            "modulesIndexed": len(responder.modules),
+            "roots": [],
+            "responder": responder.name,
+            "checkedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+    )

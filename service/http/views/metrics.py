@@ -37,7 +37,9 @@ async def metrics(request: web.Request) -> web.Response:
         logger.bind(code="db_unavailable").warning("metrics: outbox unreadable: {}", exc)
         rows = None
     record_outbox_stats(rows)
-    RELAY_RUNNING.set(1 if request.app[RELAY].running else 0)
+    # An intake-only node (ECO_RELAY_LOOPS=0) has no loop to stop: it does not count as a stopped relay.
+    intake_only = request.app[CONFIG].relay.loops == 0
+    RELAY_RUNNING.set(1 if intake_only or request.app[RELAY].running else 0)
     response = web.Response(body=generate_latest(_registry(request.app[CONFIG].metrics_dir)))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     response.charset = "utf-8"

@@ -15,12 +15,15 @@ from service.http.headers import (
     HEADER_IDEMPOTENCY_KEY,
     HEADER_INTERACTION_ID,
     HEADER_SESSION_ID,
+    header_interaction_ref,
     header_text,
     header_uuid,
 )
+from service.http.middleware import charge
 from service.http.payload import BEACON_TYPES, read_json
 from service.http.signal_fast_path import signal_fast_path
-from service.keys import CONFIG, WRITER
+from service.http.views.links import enqueue_linked
+from service.keys import CONFIG
 from service.target.rows import signal_event
 
 
@@ -51,19 +54,33 @@ def _load(schema: SignalSchema, item: Any, overrides: dict[str, str]) -> SignalI
     return fast if fast is not None else schema.load(item)
 
 
+def _batch(body: Any) -> list[Any] | None:
+    """The signals of a batch: a JSON array, or `{"events": [...]}` as the ECO production app sends several;
+    None for a single signal."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict) and "events" in body:
+        events = body["events"]
+        if not isinstance(events, list):
+            raise validation_failed({"events": ["must be a list of signals"]})
+        return events
+    return None
+
+
 async def post_signal(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     body = await read_json(request, config.limits.signal_body_bytes, BEACON_TYPES)
     overrides: dict[str, str] = {}
-    if interaction_id := header_uuid(request, HEADER_INTERACTION_ID):
+    if interaction_id := header_interaction_ref(request, HEADER_INTERACTION_ID):
         overrides["interaction_id"] = interaction_id
     idempotency_key = header_uuid(request, HEADER_IDEMPOTENCY_KEY)
     schema = signal_schema(config.limits)
 
-    if isinstance(body, list):
-        if not body:
+    items = _batch(body)
+    if items is not None:
+        if not items:
             raise validation_failed({"_schema": ["a batch must hold at least one signal"]})
-        if len(body) > config.limits.signal_batch_items:
+        if len(items) > config.limits.signal_batch_items:
             raise validation_failed(
                 {"_schema": [f"a batch holds at most {config.limits.signal_batch_items}"]}
             )
@@ -71,7 +88,7 @@ async def post_signal(request: web.Request) -> web.Response:
             raise validation_failed({HEADER_IDEMPOTENCY_KEY: ["give signal_id per item in a batch"]})
         signals: list[SignalInput] = []
         errors: dict[str, Any] = {}
-        for index, item in enumerate(body):
+        for index, item in enumerate(items):
             try:
                 signals.append(_load(schema, item, overrides))
             except ValidationError as exc:
@@ -83,12 +100,14 @@ async def post_signal(request: web.Request) -> web.Response:
             overrides["signal_id"] = idempotency_key
         signals = [_load(schema, body, overrides)]
 
+    # The middleware took one token for the request: the rate limit counts signals, not requests.
+    if len(signals) > 1:
+        charge(request, len(signals) - 1)
     events: list[OutboxEvent] = [
-        signal_event(s.interaction_id, s.name, _enriched_meta(s, request), signal_id=s.signal_id)
-        for s in signals
+        signal_event(s.parent, s.name, _enriched_meta(s, request), signal_id=s.signal_id) for s in signals
     ]
-    await request.app[WRITER].enqueue(events)
+    await enqueue_linked(request, events, [s.link for s in signals])
     answers = [{"id": str(event.key), "status": "queued"} for event in events]
-    if isinstance(body, list):
+    if items is not None:
         return web.json_response(answers, status=202)
     return web.json_response(answers[0], status=202)

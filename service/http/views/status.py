@@ -16,6 +16,7 @@ from service.target.rows import Kind
 _DOCUMENT = InteractionSignalsSchema()
 # The answer's bound: an interaction with more rows gets its oldest ones and `truncated: true`.
 STATUS_MAX_ROWS = 500
+INTERACTION_KINDS = (Kind.INTERACTION, Kind.INTERACTION_COMPLETION)
 
 
 async def interaction_signals(request: web.Request) -> web.Response:
@@ -32,7 +33,7 @@ async def interaction_signals(request: web.Request) -> web.Response:
     document = _DOCUMENT.dump(
         {
             "interaction_id": interaction_id,
-            "interaction": [event for event in status.events if event.kind != Kind.SIGNAL],
+            "interaction": [event for event in status.events if event.kind in INTERACTION_KINDS],
             "signals": [_signal(event) for event in status.events if event.kind == Kind.SIGNAL],
             "truncated": status.truncated,
         }
