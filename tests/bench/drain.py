@@ -28,7 +28,7 @@ from outbox.queries import INSERT_EVENTS
 from outbox.relay import Relay, RelaySettings
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, interaction_event, signal_event
-from tests.bench.database import create_bench_database, database_server, server_version
+from tests.bench.database import RESET_SQL, create_bench_database, database_server, server_version
 from tests.helpers import fetch, scalar
 from tests.pg import drop_database
 
@@ -69,9 +69,7 @@ async def drain_once(dsn: str, interactions: int, signals: int) -> tuple[float, 
     """Seconds until every row is delivered; how many were held for a pending parent on the way."""
     pool = await aiopg.create_pool(dsn, minsize=0, maxsize=10, enable_hstore=False)
     try:
-        await fetch(
-            pool, "TRUNCATE analytics.eco_passive_signals, analytics.eco_interactions, eco_outbox.events"
-        )
+        await fetch(pool, RESET_SQL)
         await seed(pool, backlog(interactions, signals))
         relay = Relay(pool, pool, ECO_TARGET, RelaySettings())
         held = 0
