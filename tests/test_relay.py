@@ -149,6 +149,26 @@ async def test_orphan_signal_dies_of_old_age(
     assert await target_count(db, signal_id) == 0
 
 
+async def test_age_kills_a_waiting_child_never_a_parent(db: Any) -> None:
+    """Both rows are older than the max age (an outage spent it) and both miss: the orphan signal dies of age,
+    the interaction the target refuses is charged and retried, bounded by its attempts only."""
+    await fetch(
+        db,
+        "alter table analytics.eco_interactions add constraint no_poison"
+        " check (meta ->> 'poison' is null) not valid",
+    )
+    parent = interaction_event(
+        InteractionRow(id=uuid.uuid4(), created_at=datetime.now(UTC), meta={"poison": 1})
+    )
+    orphan = signal_event(uuid.uuid4(), "view", {})
+    await enqueue(db, [parent, orphan])
+    await fetch(db, "update eco_outbox.events set created_at = now() - interval '10 seconds'")
+    outcome = await Relay(db, db, ECO_TARGET, replace(TEST_RELAY, max_age_s=1.0)).run_once()
+    assert (outcome.claimed, outcome.dead, outcome.retried) == (2, 1, 1)
+    states = dict(await fetch(db, "select kind, state || ' ' || attempts from eco_outbox.events"))
+    assert states == {"interaction": "pending 1", "signal": "dead 1"}
+
+
 # (c) backoff ------------------------------------------------------------------------------------------------
 
 

@@ -71,7 +71,7 @@ async def test_a_child_waits_for_its_parent_and_is_released_when_it_lands(
 
     await writer.enqueue([parent_event(parent, "late")])
     landed = await relay.run_once()
-    assert landed.released_groups == [str(parent)]
+    assert landed.release_groups == [str(parent)]
     # Released: due now, not after its minute of backoff.
     again = await relay.run_once()
     assert again.delivered == 1
