@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Float,
     Integer,
+    Interval,
     Select,
     Text,
     and_,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     text,
     union_all,
@@ -72,7 +74,11 @@ CLAIM = compile_statement(
     .where(
         events.c.state == PENDING,
         events.c.next_attempt_at <= func.now(),
-        events.c.kind == func.any(bindparam("kinds")),
+        # The kinds this release delivers; another kind only once no release took it within the max age.
+        or_(
+            events.c.kind == func.any(bindparam("kinds")),
+            events.c.created_at <= func.now() - bindparam("unknown_after", type_=Interval),
+        ),
     )
     .order_by(events.c.next_attempt_at, events.c.seq)
     .limit(bindparam("limit"))

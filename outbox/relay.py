@@ -10,7 +10,11 @@ Failures come in these classes, decided by SQLSTATE (outbox.errors.classify):
 - waiting: a child row's parent is not in the target yet. The row backs off and is charged an attempt, unless
   its parent is still pending in the outbox; it is released (or revived from dead) when its parent lands.
   An orphan (its parent in neither the outbox nor the target) has a shorter bound, `orphan_max_attempts`.
-  Only waiting rows die of age; every other row is bounded by its attempts.
+  Only waiting rows (a parent, or an alias, that never comes) die of age; every other row is bounded by its
+  attempts.
+- unknown kind: a row of a kind this target does not deliver is left to the releases that do (a newer one
+  beside this one during an upgrade). Once it is older than `max_age_s`, none took it (a release rolled
+  back): it is claimed and dead-lettered alone as `unknown_kind`, listed and requeueable like any other.
 - outage: a database unreachable, a session lost, a statement cancelled. The loop pauses with growing
   delays that a NOTIFY does not cut short; no row is charged.
 - refused: the target rejects some rows. The batch is bisected in the same pass, so every other row is
@@ -29,6 +33,7 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import aiopg
 from aiopg import Cursor
@@ -92,8 +97,18 @@ class RelaySettings:
 PARENT_PENDING = "parent_pending"
 # Held without a charge, due at once: the batch's isolation budget ran out before it reached the row.
 NOT_ISOLATED = "not_isolated"
+# Dead at once: the row's kind has no deliverer here, and no release that has one took it within the max age.
+UNKNOWN_KIND = "unknown_kind"
 # Failures whose rows are looked for in the batch (bisected), so that the rest of it is delivered.
 ISOLATED_FAILURES = frozenset({Failure.REFUSED, Failure.INTERNAL})
+
+
+def held_reasons(target: Target) -> tuple[str, ...]:
+    """The reasons a relay holds a child row for, known at start (metrics export them at 0 from the first
+    scrape); refusals add `refused_<SQLSTATE>` as they come."""
+    aliases = (target.unresolved_reason,) if target.alias_kind is not None else ()
+    return (PARENT_MISSING, PARENT_PENDING, NOT_ISOLATED, *aliases)
+
 
 # Where a batch may be paused, in order: rows claimed, rows marked (the claim still open), claim committed.
 # Production passes no pause; tests pass one to pin an interleaving of two relays.
@@ -121,6 +136,53 @@ class ClaimedRow:
 @dataclass
 class _Budget:
     statements: int
+
+
+@dataclass
+class _HeldGroup:
+    """Rows of one kind held (or dead) for one reason in one batch, and the first of them as the example."""
+
+    example: ClaimedRow
+    error: str
+    attempt: int
+    delay_ms: float | None
+    count: int = 0
+
+
+@dataclass
+class _HeldLines:
+    """One log line per kind, reason and verdict in a batch, not one per row: a flood of held rows (orphans
+    anyone may post, a refused column) must not become a flood of log lines. The line carries the first row's
+    context (group, key, attempt, delay) as an example and the count of the rest."""
+
+    groups: dict[tuple[str, str, bool], _HeldGroup] = field(default_factory=dict)
+
+    def add(self, row: ClaimedRow, reason: str, error: str, attempt: int, delay_ms: float | None) -> None:
+        group = self.groups.setdefault(
+            (row.kind, reason, delay_ms is None), _HeldGroup(row, error, attempt, delay_ms)
+        )
+        group.count += 1
+
+    def log(self, group_field: str, key_field: str) -> None:
+        for (kind, reason, dead), group in self.groups.items():
+            row = group.example
+            log = logger.bind(
+                **{group_field: row.group_key, key_field: row.key}, code=reason, attempt=group.attempt
+            )
+            if dead:
+                log.warning(
+                    "dead-lettered {} {} row(s), e.g. {} after {} attempts ({:.0f} s old): {}",
+                    group.count,
+                    kind,
+                    row.key,
+                    group.attempt,
+                    row.age_s,
+                    group.error,
+                )
+            else:
+                log.bind(delay_ms=round(group.delay_ms or 0.0)).info(
+                    "retrying {} {} row(s), e.g. {}: {}", group.count, kind, row.key, group.error
+                )
 
 
 @dataclass
@@ -155,6 +217,8 @@ class Relay:
         self._group_field, self._key_field = target.log_fields
         self._alias_kind = target.alias_kind
         self._unresolved = target.unresolved_reason
+        # Held reasons that wait for another row to arrive, and so are bounded by age as well as attempts.
+        self._waiting_reasons = frozenset({PARENT_MISSING, target.unresolved_reason})
         self._settings = settings
         self._claim_timeout_ms = round(settings.claim_timeout_s * 1000)
         self._renew_s = settings.claim_timeout_s / 3
@@ -296,7 +360,12 @@ class Relay:
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
             async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
                 await cur.execute(
-                    CLAIM.sql, CLAIM.bind(limit=self._settings.batch_size, kinds=list(self._deliverers))
+                    CLAIM.sql,
+                    CLAIM.bind(
+                        limit=self._settings.batch_size,
+                        kinds=list(self._deliverers),
+                        unknown_after=timedelta(seconds=self._settings.max_age_s),
+                    ),
                 )
                 rows = [ClaimedRow(*row) for row in await cur.fetchall()]
                 if not rows:
@@ -369,6 +438,21 @@ class Relay:
         by_kind: dict[str, list[ClaimedRow]] = defaultdict(list)
         for row in rows:
             by_kind[row.kind].append(row)
+        # A kind without a deliverer here is claimed only once older than the max age: it dies alone.
+        results = {
+            kind: DeliveryResult(held={row.key: UNKNOWN_KIND for row in batch})
+            for kind, batch in by_kind.items()
+            if kind not in self._deliverers
+        }
+        known = {kind: batch for kind, batch in by_kind.items() if kind in self._deliverers}
+        if known:
+            results |= await self._write_known(known, len(rows))
+        return results
+
+    async def _write_known(
+        self, by_kind: dict[str, list[ClaimedRow]], count: int
+    ) -> dict[str, DeliveryResult]:
+        """Write the batch in one statement per kind; if that fails for some rows, isolate them."""
         try:
             return await self._write(by_kind, isolate=False)
         except Exception as exc:
@@ -379,14 +463,10 @@ class Relay:
             if failure is Failure.INTERNAL:
                 # Once per batch, with the traceback: the isolation below meets it again row by row.
                 log.opt(exception=exc).error(
-                    "delivery failed on a batch of {}, isolating the rows at fault: {}",
-                    len(rows),
-                    describe(exc),
+                    "delivery failed on a batch of {}, isolating the rows at fault: {}", count, describe(exc)
                 )
             else:
-                log.warning(
-                    "target refused a row of a batch of {}, isolating it: {}", len(rows), describe(exc)
-                )
+                log.warning("target refused a row of a batch of {}, isolating it: {}", count, describe(exc))
         return await self._write(by_kind, isolate=True)
 
     async def _write(
@@ -471,6 +551,7 @@ class Relay:
         held_states: list[str] = []
         held_delays_ms: list[float] = []
         held_errors: list[str] = []
+        lines = _HeldLines()
         parents = await self._parent_states(
             cur,
             {row.group_key for row in rows if results[row.kind].held.get(row.key) == PARENT_MISSING},
@@ -497,7 +578,6 @@ class Relay:
                 metrics.RELAY_RETRIED.labels(kind=kind, reason=NOT_ISOLATED).inc()
                 outcome.retried += 1
                 continue
-            log = logger.bind(**{self._group_field: row.group_key, self._key_field: row.key}, code=reason)
             parent_pending = parents.get(row.group_key) if reason == PARENT_MISSING else None
             if parent_pending:
                 # Its parent is on its way: released when it lands, so this costs neither attempts nor age.
@@ -510,33 +590,32 @@ class Relay:
                 outcome.retried += 1
                 continue
             attempt = row.attempts + 1
-            log = log.bind(attempt=attempt)
             held_charges.append(1)
             held_errors.append(error)
             # A parent delivered by a concurrent batch: the miss was a race, due again now, and its age
             # (which an outage may have spent) does not kill it; its attempts still bound it.
             raced = parent_pending is False
-            # Age bounds waiting only (a parent that never comes): any other row, a parent among them, is
-            # bounded by its attempts, which an outage does not spend, while its age grows through one.
-            too_old = reason == PARENT_MISSING and row.age_s >= self._settings.max_age_s and not raced
+            # Age bounds waiting only (a parent or an alias that never comes): any other row, a parent among
+            # them, is bounded by its attempts, which an outage does not spend while its age grows.
+            waiting = reason in self._waiting_reasons
+            too_old = waiting and row.age_s >= self._settings.max_age_s and not raced
             max_attempts = self._settings.max_attempts
             if reason == PARENT_MISSING and parent_pending is None:
                 max_attempts = min(max_attempts, self._settings.orphan_max_attempts)
-            if attempt >= max_attempts or too_old:
+            if attempt >= max_attempts or too_old or reason == UNKNOWN_KIND:
                 held_states.append(DEAD)
                 held_delays_ms.append(0.0)
                 metrics.RELAY_DEAD.labels(kind=kind, reason=reason).inc()
                 outcome.dead += 1
-                log.warning(
-                    "dead-lettered {} after {} attempts ({:.0f} s old): {}", kind, attempt, row.age_s, error
-                )
+                lines.add(row, reason, error, attempt, None)
             else:
                 delay_ms = 0.0 if raced else self._settings.backoff.delay_ms(attempt, self._rng)
                 held_states.append(PENDING)
                 held_delays_ms.append(delay_ms)
                 metrics.RELAY_RETRIED.labels(kind=kind, reason=reason).inc()
                 outcome.retried += 1
-                log.bind(delay_ms=round(delay_ms)).info("retrying {}: {}", kind, error)
+                lines.add(row, reason, error, attempt, delay_ms)
+        lines.log(self._group_field, self._key_field)
         # Counted per batch, not per row: at tens of thousands of rows a second, per-row metric and log
         # calls cost more than the SQL.
         for kind, count in delivered_by_kind.items():

@@ -1,6 +1,7 @@
 """A strange row never stalls the queue: an exception that is no database's is a bug, not an outage: logged
 with its traceback once per batch, its rows isolated and charged, the rest delivered, and /readyz says so.
-(A row of a kind this release has no deliverer for is never claimed: tests/outbox/test_engine.py.)"""
+(A row of a kind this release has no deliverer for is left to a release that has one, and dies alone as
+unknown_kind once none took it within the max age: tests/outbox/test_engine.py.)"""
 
 from __future__ import annotations
 
