@@ -28,6 +28,15 @@ def local_id() -> str:
     return f"eco-{uuid.uuid4()}"
 
 
+async def landed_under(db: Any, signal_id: str, interaction_id: str) -> None:
+    """Wait until the signal is in the target, once, under `interaction_id`."""
+    assert await wait_for(
+        lambda: fetch(
+            db, "select interaction_id::text from analytics.eco_passive_signals where id = %s", (signal_id,)
+        )
+    ) == [(interaction_id,)]
+
+
 async def post_view_under(client: TestClient, local: str, *, in_header: bool) -> str:
     """The app's first `view` of a reply whose interaction id it does not know yet."""
     if in_header:
@@ -171,11 +180,7 @@ async def test_a_local_id_nothing_ties_dies_unresolved_and_can_be_requeued(
     interaction_id = str(uuid.uuid4())
     await insert_interaction(db, interaction_id)
     await tie_with_signal(client, local, interaction_id)
-    assert await wait_for(
-        lambda: fetch(
-            db, "select interaction_id::text from analytics.eco_passive_signals where id = %s", (signal_id,)
-        )
-    ) == [(interaction_id,)]
+    await landed_under(db, signal_id, interaction_id)
 
 
 async def test_a_local_id_nothing_ties_within_the_max_age_dies_of_it(db: Any) -> None:
@@ -205,11 +210,7 @@ async def test_a_tie_revives_rows_that_died_unresolved(
     interaction_id = str(uuid.uuid4())
     await insert_interaction(db, interaction_id)
     await tie_with_feedback(client, local, interaction_id)
-    assert await wait_for(
-        lambda: fetch(
-            db, "select interaction_id::text from analytics.eco_passive_signals where id = %s", (signal_id,)
-        )
-    ) == [(interaction_id,)]
+    await landed_under(db, signal_id, interaction_id)
 
 
 async def test_a_module_usage_under_the_local_id_and_again_under_the_real_one_lands_once(
@@ -246,8 +247,4 @@ async def test_a_tie_does_not_wait_on_a_row_a_stuck_relay_holds(client: TestClie
             db, "select group_key::text from eco_outbox.events where key = %s", (signal_id,)
         )
         assert group == str(local_group(local))
-    assert await wait_for(
-        lambda: fetch(
-            db, "select interaction_id::text from analytics.eco_passive_signals where id = %s", (signal_id,)
-        )
-    ) == [(interaction_id,)]
+    await landed_under(db, signal_id, interaction_id)

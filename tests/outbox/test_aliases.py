@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 import aiopg
@@ -20,7 +20,7 @@ from outbox.relay import Relay
 from outbox.target import DeliveryResult, Target
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch
-from tests.outbox.toy import CHILD, PARENT, create_toy_tables, deliver_children, deliver_parents, parent_event
+from tests.outbox.toy import CHILD, PARENT, deliver_children, deliver_parents, parent_event
 
 ALIAS = "alias"
 UNRESOLVED = "unresolved_alias"
@@ -49,15 +49,6 @@ TARGET = Target(
     alias_kind=ALIAS,
     unresolved_reason=UNRESOLVED,
 )
-
-
-@pytest.fixture
-async def writer(db: aiopg.Pool) -> AsyncIterator[OutboxWriter]:
-    await create_toy_tables(db)
-    writer = OutboxWriter(db)
-    await writer.start()
-    yield writer
-    await writer.close()
 
 
 def aliased_child(alias: uuid.UUID, note: str) -> OutboxEvent:

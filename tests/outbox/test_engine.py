@@ -5,7 +5,6 @@ and is idempotent on keys. Real PostgreSQL, no ECO table involved."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import aiopg
@@ -22,19 +21,9 @@ from tests.outbox.toy import (
     PARENT,
     TOY_TARGET,
     child_event,
-    create_toy_tables,
     deliver_parents,
     parent_event,
 )
-
-
-@pytest.fixture
-async def writer(db: aiopg.Pool) -> AsyncIterator[OutboxWriter]:
-    await create_toy_tables(db)
-    writer = OutboxWriter(db)
-    await writer.start()
-    yield writer
-    await writer.close()
 
 
 async def states(db: aiopg.Pool) -> dict[str, str]:
