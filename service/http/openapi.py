@@ -14,7 +14,14 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from service.chat.schemas import AskSchema, FeedbackSchema, ModuleUsageSchema, SignalSchema
+from service.chat.schemas import (
+    OR_HEADER,
+    AskSchema,
+    FeedbackSchema,
+    ModuleUsageSchema,
+    SignalSchema,
+    aliases_of,
+)
 from service.config import Limits
 from service.http import api_schemas as out
 from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
@@ -34,6 +41,44 @@ IDENTITY_HEADERS = {
     "X-Eco-Guest-Id": "the guest; one is made up when absent",
     "X-Eco-Session-Id": "the session; one is made up when absent",
 }
+
+
+class AliasPlugin(MarshmallowPlugin):
+    """MarshmallowPlugin, plus each concept's other names (ALIASES) as properties described as such; a
+    required concept is required under any of its names, and not at all when a header may give it; one of
+    the concepts in `Meta.one_of` is required."""
+
+    def schema_helper(self, name: str, _: Any, schema: Any = None, **kwargs: Any) -> dict[str, Any] | None:
+        definition = super().schema_helper(name, _, schema=schema, **kwargs)
+        if definition is None:
+            return None
+        schema_class = schema if isinstance(schema, type) else type(schema)
+        aliases = aliases_of(schema_class)
+        properties = definition["properties"]
+        or_header = {field for field, prop in properties.items() if prop.pop(OR_HEADER, False)}
+        required = [name for name in definition.get("required", []) if name not in or_header]
+        alternatives = []
+        for concept, names in aliases.items():
+            field = properties[concept]
+            for alias in names:
+                if alias != concept:
+                    properties[alias] = {**field, "description": f"another name for `{concept}`"}
+            order = ", ".join(f"`{alias}`" for alias in names)
+            described = [field["description"]] if "description" in field else []
+            field["description"] = "; ".join([*described, f"given as {order}: the first given wins"])
+            if concept in required:
+                required.remove(concept)
+                alternatives.append({"anyOf": [{"required": [alias]} for alias in names]})
+        one_of = getattr(getattr(schema_class, "Meta", None), "one_of", ())
+        if one_of:
+            names = [name for concept in one_of for name in aliases.get(concept, (concept,))]
+            alternatives.append({"anyOf": [{"required": [name]} for name in names]})
+        definition["required"] = required
+        if alternatives:
+            definition["allOf"] = [*definition.get("allOf", []), *alternatives]
+        if not required:
+            definition.pop("required", None)
+        return definition
 
 
 def _header(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -162,8 +207,11 @@ def _ask_get_operation() -> dict[str, Any]:
         "tags": ["chat"],
         "parameters": [
             *(_header(name, text) for name, text in IDENTITY_HEADERS.items()),
-            *(_query(name, "the prompt") for name in ("texto", "text", "mensagem", "message")),
-            *(_query(name, "the history, as JSON (as the body's)") for name in ("messages", "mensagens")),
+            *(_query(name, "the prompt") for name in aliases_of(AskSchema)["text"]),
+            *(
+                _query(name, "the history, as JSON (as the body's)")
+                for name in aliases_of(AskSchema)["messages"]
+            ),
             _query("payload", "a whole Ask body as JSON; the other parameters override its fields"),
             _query("client_message_id", "idempotency of the ask"),
             _query("usuario_id", "the user; not a uuid is dropped"),
@@ -466,75 +514,13 @@ RESPONSE_SCHEMAS = (
 )
 
 
-def _amend_request_schemas(document: dict[str, Any]) -> None:
-    """What the schemas accept beyond their declared fields: aliases applied in pre_load, and the header
-    that may stand in for interaction_id."""
-    schemas = document["components"]["schemas"]
-    signal = schemas["Signal"]
-    signal["required"] = [
-        field for field in signal.get("required", []) if field not in ("name", "interaction_id")
-    ]
-    signal["properties"]["signal"] = {"type": "string", "description": "another name for `name`, which wins"}
-    signal["anyOf"] = [{"required": ["name"]}, {"required": ["signal"]}]
-    signal["description"] = (
-        "One passive signal. `interaction_id` (or `interactionId`) is required unless the "
-        "X-Eco-Interaction-Id header gives it; the header wins. The ECO extras (`session_id`, "
-        "`response_id`/`responseId`, `user_id`/`userId`, `guest_id`/`guestId`, `message_id`/`messageId`) are "
-        "kept in the stored meta. "
-        "Unknown fields are ignored."
-    )
-    signal["description"] += (
-        " An interaction id that is the ECO app's local reply id (`eco-<uuid>`) holds the signal until a "
-        "later request gives that id as `message_id` beside a uuid `interaction_id`."
-    )
-    feedback = schemas["Feedback"]
-    feedback["anyOf"] = [{"required": ["interaction_id"]}, {"required": ["interactionId"]}]
-    feedback["properties"]["reason"] = {
-        "type": ["string", "array", "null"],
-        "items": {"type": "string"},
-        "description": "a string, a list of strings, or null; stored as a list",
-    }
-    feedback["description"] = (
-        "A vote on a reply: `vote` up, down, like or dislike. Lands as one eco_feedback row, the reward of "
-        "(interaction, arm) in bandit_rewards (the latest vote's), counted once in eco_bandit_arms. The arm "
-        "is `arm`, else the interaction's first module usage, else `baseline`. An interaction id that is "
-        "the app's local reply id (`eco-<uuid>`) is held until tied; `message_id` set to that id beside a "
-        "uuid interaction_id ties it. Unknown fields are ignored."
-    )
-    usage = schemas["ModuleUsage"]
-    usage["allOf"] = [
-        {"anyOf": [{"required": ["moduleKey"]}, {"required": ["module_key"]}]},
-        {"anyOf": [{"required": ["interactionId"]}, {"required": ["interaction_id"]}]},
-    ]
-    usage["description"] = (
-        "One module of a reply, camelCase (the production app) or snake_case (the ECO backend's names). "
-        "Unknown fields are ignored."
-    )
-    ask = schemas["Ask"]
-    for flag in ("stream", "isGuest"):
-        # marshmallow's Boolean, as the ECO backend read these: true/false, 1/0, "true", "1", "yes", "no"…
-        ask["properties"][flag]["type"] = ["boolean", "integer", "string", "null"]
-    ask["anyOf"] = [
-        {"required": [key]} for key in ("messages", "mensagens", "text", "texto", "mensagem", "message")
-    ]
-    ask["description"] = (
-        "An ask as the ECO web app sends it. The prompt is the last non-empty user message of `messages` "
-        "(or `mensagens`; an item's text is under content, text, mensagem, message, delta or value, and "
-        "`role` defaults to user), otherwise `text`, `texto`, `mensagem` or `message`. The client message "
-        "id is the X-Eco-Client-Message-Id header, then clientMessageId, client_message_id, messageId, "
-        "message_id, then the last `messages[].id`. The user is usuario_id, usuarioId, user_id, userId or "
-        "the X-Eco-User-Id header (not a uuid: dropped); `isGuest` truthy means no user. The interaction's "
-        "meta keeps sessionMeta, clientHour, isGuest and guestId. Unknown fields are ignored."
-    )
-
-
 @lru_cache(maxsize=4)
 def _document(limits: Limits) -> dict[str, Any]:
     spec = APISpec(
         title=TITLE,
         version=VERSION,
         openapi_version="3.1.0",
-        plugins=[MarshmallowPlugin()],
+        plugins=[AliasPlugin()],
         info={"description": DESCRIPTION},
     )
     spec.components.security_scheme(
@@ -548,9 +534,7 @@ def _document(limits: Limits) -> dict[str, Any]:
         spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
     for path, operations in _paths(limits).items():
         spec.path(path=path, operations=operations)
-    document = spec.to_dict()
-    _amend_request_schemas(document)
-    return document
+    return spec.to_dict()
 
 
 def openapi_document(limits: Limits) -> dict[str, Any]:
