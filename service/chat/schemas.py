@@ -122,16 +122,18 @@ def _eco_id() -> fields.String:
 class AliasedSchema(Schema):
     """A schema whose concepts are one field each, accepted under every name ALIASES gives it.
 
-    The one pre_load takes each concept from the first of its names that holds a value (not null), in the
-    table's order; a later name that holds one too is still checked by the concept's field, so a wrong type
-    is a 422 under whichever name it came. An error on the concept is reported under the name the client
-    used (the table's first name when it gave none). Unknown fields are ignored.
+    The one pre_load takes each concept from the first of its names that holds a value (one not in
+    NOT_GIVEN), in the table's order; a later name that holds one too is still checked by the concept's
+    field, so a wrong type is a 422 under whichever name it came. An error on the concept is reported under
+    the name the client used (the table's first name when it gave none). Unknown fields are ignored.
 
     `Meta.description` and `Meta.one_of` (concepts of which one is required) are for the OpenAPI document."""
 
     class Meta:
         unknown = EXCLUDE
         one_of: tuple[str, ...] = ()
+
+    NOT_GIVEN: ClassVar[tuple[Any, ...]] = (None,)
 
     def before_aliases(self, data: dict[str, Any]) -> dict[str, Any]:
         """What a schema does to the raw item before the table is applied."""
@@ -143,16 +145,17 @@ class AliasedSchema(Schema):
             return data
         data = self.before_aliases(dict(data))
         errors: dict[str, Any] = {}
+        not_given = self.NOT_GIVEN
         for concept, names in aliases_of(type(self)).items():
             chosen = ...
             for name in names:
                 if name not in data:
                     continue
                 value = data.pop(name)
-                if value is None:
+                if value in not_given:
                     if name == concept and chosen is ...:
-                        chosen = None
-                elif chosen is ... or chosen is None:
+                        chosen = value
+                elif chosen is ... or chosen in not_given:
                     chosen = value
                 else:
                     try:
@@ -171,7 +174,7 @@ class AliasedSchema(Schema):
             return
         given = {}
         for concept, names in aliases_of(type(self)).items():
-            name = next((name for name in names if data.get(name) is not None), names[0])
+            name = next((name for name in names if data.get(name) not in self.NOT_GIVEN), names[0])
             if name != concept and concept in error.messages:
                 given[concept] = name
         if given:
@@ -265,31 +268,21 @@ def check_meta_bounds(value: dict[str, Any], limits: Limits) -> None:
         raise ValidationError(f"larger than {limits.signal_meta_bytes} bytes as JSON")
 
 
-# Where a history item's text may be, first found wins (the ECO backend's list).
-MESSAGE_CONTENT_KEYS = ("content", "text", "mensagem", "message", "delta", "value")
+class ChatMessageSchema(AliasedSchema):
+    """One history item: `role` defaults to user; the text is under any of its names, the first that is not
+    empty wins."""
 
-
-class ChatMessageSchema(Schema):
-    """One history item: `role` defaults to user; the text is under any of MESSAGE_CONTENT_KEYS."""
-
-    class Meta:
-        unknown = EXCLUDE
+    NOT_GIVEN = (None, "")
 
     role = fields.String(load_default="user", validate=validate.OneOf(["user", "assistant", "system"]))
     content = fields.String(load_default="", allow_none=True)
-    text = fields.String(allow_none=True)
-    mensagem = fields.String(allow_none=True)
-    message = fields.String(allow_none=True)
-    delta = fields.String(allow_none=True)
-    value = fields.String(allow_none=True)
     id = fields.String(
         allow_none=True, validate=[validate.Length(min=1, max=CLIENT_MESSAGE_ID_MAX_CHARS), HEADER_SAFE]
     )
 
     @post_load
     def _make(self, data: dict[str, Any], **kwargs: Any) -> ChatItem:
-        content = next((data[k] for k in MESSAGE_CONTENT_KEYS if data.get(k)), "")
-        return ChatItem(ChatMessage(data["role"], content), data.get("id"))
+        return ChatItem(ChatMessage(data["role"], data["content"] or ""), data.get("id"))
 
 
 @dataclass(frozen=True)
@@ -612,6 +605,8 @@ class ModuleUsageSchema(AliasedSchema):
 # (ECO_CONTRACT.md). A concept not named here is accepted under its field's name alone. The OpenAPI document
 # lists each name (service/http/openapi.py).
 ALIASES: dict[type[AliasedSchema], dict[str, tuple[str, ...]]] = {
+    # Where a history item's text may be (the ECO backend's list).
+    ChatMessageSchema: {"content": ("content", "text", "mensagem", "message", "delta", "value")},
     SignalSchema: {
         "interaction_id": ("interaction_id", "interactionId"),
         "name": ("name", "signal"),
