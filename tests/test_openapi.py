@@ -3,13 +3,16 @@ answers of every endpoint (2xx and 4xx, JSON and SSE) conform to it, checked by 
 
 from __future__ import annotations
 
+import configparser
 import json
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from jsonschema.validators import Draft202012Validator
 from openapi_core import Config as OpenAPIConfig
@@ -20,7 +23,9 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from service.app import create_app
+from service.chat.schemas import ALIASES
 from service.config import Config, Limits
+from service.http.openapi import OPERATIONS, openapi_document
 from service.keys import RELAY
 from tests.conftest import TEST_RELAY
 from tests.helpers import wait_for
@@ -302,3 +307,32 @@ async def test_admin_page_and_relay_state_conform(doc_client: TestClient, docume
     await wait_for(relay_state, lambda state: state["last_batch"] is not None)
     status, _, body = await check.call("GET", "/api/admin/relay", headers=ADMIN)
     assert status == 200 and json.loads(body)["running"] is True
+
+
+def test_the_version_is_the_package_version(document: dict[str, Any]) -> None:
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg", encoding="utf-8")
+    assert document["info"]["version"] == setup["metadata"]["version"]
+
+
+async def _no_content(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+def test_every_description_has_its_route_and_every_route_its_description(doc_client: TestClient) -> None:
+    names = {route.resource.name for route in doc_client.app.router.routes() if route.resource is not None}
+    assert set(OPERATIONS) <= names, set(OPERATIONS) - names
+    app = web.Application()
+    app.router.add_get("/undescribed", _no_content)
+    with pytest.raises(LookupError, match="GET /undescribed"):
+        openapi_document(app.router, Limits())
+
+
+@pytest.mark.parametrize("schema", sorted(ALIASES, key=lambda schema: schema.__name__))
+def test_every_alias_is_in_the_document(document: dict[str, Any], schema: type) -> None:
+    component = document["components"]["schemas"][schema.__name__.removesuffix("Schema")]
+    for concept, names in ALIASES[schema].items():
+        order = ", ".join(f"`{name}`" for name in names)
+        assert f"given as {order}: the first given wins" in component["properties"][concept]["description"]
+        for name in set(names) - {concept}:
+            assert component["properties"][name]["description"] == f"another name for `{concept}`"

@@ -1,26 +1,52 @@
-"""The OpenAPI 3.1 document of every endpoint, generated with apispec from the marshmallow schemas.
+"""The OpenAPI 3.1 document, generated with apispec from the app's routes and the marshmallow schemas.
 
-Bodies come from the same schemas the handlers load (service/chat/schemas.py, service/http/admin_schemas.py)
-and dump (service/http/api_schemas.py), sized by the configured limits; tests/test_openapi.py holds live
-answers to it.
+Paths and methods come from the router (service/http/routes.py): each route is described under its name in
+OPERATIONS, and a route without a description is an error, not a gap. Bodies come from the same schemas the
+handlers load (service/chat/schemas.py, service/http/admin_schemas.py) and dump (service/http/api_schemas.py),
+sized by the configured limits, each alias listed from the schemas' one table (ALIASES); header names from
+service/http/headers.py; the version from the package metadata. tests/test_openapi.py holds live answers
+to the document.
 """
 
 from __future__ import annotations
 
+import configparser
 import copy
-from functools import lru_cache
+import importlib.metadata
+import re
+from collections.abc import Callable, Iterable
+from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema
 
-from service.chat.schemas import AskSchema, FeedbackSchema, ModuleUsageSchema, SignalSchema
+from service.chat.schemas import (
+    OR_HEADER,
+    AskSchema,
+    FeedbackSchema,
+    ModuleUsageSchema,
+    SignalSchema,
+    aliases_of,
+)
 from service.config import Limits
 from service.http import api_schemas as out
 from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
+from service.http.headers import (
+    HEADER_CLIENT_MESSAGE_ID,
+    HEADER_GUEST_ID,
+    HEADER_IDEMPOTENCY_KEY,
+    HEADER_INTERACTION_ID,
+    HEADER_SESSION_ID,
+    HEADER_STREAM_ID,
+    HEADER_USER_ID,
+)
 
-TITLE = "eco-outbox"
-VERSION = "0.1.0"
+DISTRIBUTION = "eco-outbox"
+SETUP_CFG = Path(__file__).resolve().parents[2] / "setup.cfg"
 DESCRIPTION = (
     "The ECO chat stream (`POST /api/ask-eco`, SSE or JSON) and passive-signal intake (`POST /api/signal`, "
     "also `/signal`), written to a transactional outbox and delivered to `analytics.*` by a relay."
@@ -31,9 +57,58 @@ SSE = "text/event-stream"
 UUID_STRING = {"type": "string", "format": "uuid"}
 
 IDENTITY_HEADERS = {
-    "X-Eco-Guest-Id": "the guest; one is made up when absent",
-    "X-Eco-Session-Id": "the session; one is made up when absent",
+    HEADER_GUEST_ID: "the guest; one is made up when absent",
+    HEADER_SESSION_ID: "the session; one is made up when absent",
 }
+
+
+@cache
+def package_version() -> str:
+    """The installed distribution's version, or setup.cfg's when the tree runs from a checkout."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        setup = configparser.ConfigParser()
+        setup.read(SETUP_CFG, encoding="utf-8")
+        return setup["metadata"]["version"]
+
+
+class AliasPlugin(MarshmallowPlugin):
+    """MarshmallowPlugin, plus each concept's other names (ALIASES) as properties described as such; a
+    required concept is required under any of its names, and not at all when a header may give it; one of
+    the concepts in `Meta.one_of` is required."""
+
+    def schema_helper(self, name: str, _: Any, schema: Any = None, **kwargs: Any) -> dict[str, Any] | None:
+        definition = super().schema_helper(name, _, schema=schema, **kwargs)
+        if definition is None:
+            return None
+        schema_class = schema if isinstance(schema, type) else type(schema)
+        aliases = aliases_of(schema_class)
+        properties = definition["properties"]
+        or_header = {field for field, prop in properties.items() if prop.pop(OR_HEADER, False)}
+        required = [name for name in definition.get("required", []) if name not in or_header]
+        alternatives = []
+        for concept, names in aliases.items():
+            field = properties[concept]
+            for alias in names:
+                if alias != concept:
+                    properties[alias] = {**field, "description": f"another name for `{concept}`"}
+            order = ", ".join(f"`{alias}`" for alias in names)
+            described = [field["description"]] if "description" in field else []
+            field["description"] = "; ".join([*described, f"given as {order}: the first given wins"])
+            if concept in required:
+                required.remove(concept)
+                alternatives.append({"anyOf": [{"required": [alias]} for alias in names]})
+        one_of = getattr(getattr(schema_class, "Meta", None), "one_of", ())
+        if one_of:
+            names = [name for concept in one_of for name in aliases.get(concept, (concept,))]
+            alternatives.append({"anyOf": [{"required": [name]} for name in names]})
+        definition["required"] = required
+        if alternatives:
+            definition["allOf"] = [*definition.get("allOf", []), *alternatives]
+        if not required:
+            definition.pop("required", None)
+        return definition
 
 
 def _header(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -44,6 +119,10 @@ def _header(name: str, description: str, schema: dict[str, Any] | None = None) -
         "description": description,
         "schema": schema or {"type": "string"},
     }
+
+
+def _identity_headers() -> list[dict[str, Any]]:
+    return [_header(name, text) for name, text in IDENTITY_HEADERS.items()]
 
 
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -80,15 +159,15 @@ UNAVAILABLE = {"503": _error("the database is unavailable; retry after Retry-Aft
 
 def _stream_headers() -> dict[str, Any]:
     described = {
-        "X-Eco-Interaction-Id": (
+        HEADER_INTERACTION_ID: (
             "the interaction, durable in the outbox before the first byte",
             UUID_STRING,
             True,
         ),
-        "X-Eco-Guest-Id": ("the guest (the request's, or a new one)", {"type": "string"}, True),
-        "X-Eco-Session-Id": ("the session (the request's, or a new one)", {"type": "string"}, True),
-        "X-Stream-Id": ("this stream", UUID_STRING, True),
-        "X-Eco-Client-Message-Id": ("echoed when given", {"type": "string"}, False),
+        HEADER_GUEST_ID: ("the guest (the request's, or a new one)", {"type": "string"}, True),
+        HEADER_SESSION_ID: ("the session (the request's, or a new one)", {"type": "string"}, True),
+        HEADER_STREAM_ID: ("this stream", UUID_STRING, True),
+        HEADER_CLIENT_MESSAGE_ID: ("echoed when given", {"type": "string"}, False),
     }
     return {
         name: {"description": text, "schema": schema, "required": required}
@@ -96,19 +175,27 @@ def _stream_headers() -> dict[str, Any]:
     }
 
 
-def _ask_operation() -> dict[str, Any]:
+def _ref(schema: type) -> str:
+    return f"#/components/schemas/{_component(schema)}"
+
+
+def _component(schema: type) -> str:
+    return schema.__name__.removesuffix("Schema")
+
+
+def _ask_operation(limits: Limits) -> dict[str, Any]:
     events = ", ".join(out.SSE_EVENTS)
     return {
         "summary": "Ask ECO: the reply as Server-Sent Events, or as one JSON object",
         "operationId": "askEco",
         "tags": ["chat"],
         "parameters": [
-            *(_header(name, text) for name, text in IDENTITY_HEADERS.items()),
+            *_identity_headers(),
             _header(
-                "X-Eco-Client-Message-Id",
+                HEADER_CLIENT_MESSAGE_ID,
                 "idempotency of the ask; wins over the body's client message id (and its aliases)",
             ),
-            _header("X-Eco-User-Id", "the user when the body names none; not a uuid is dropped"),
+            _header(HEADER_USER_ID, "the user when the body names none; not a uuid is dropped"),
             _header("Authorization", "passed through, not checked (the ECO app sends its bearer token)"),
             _header("Accept", f"`{SSE}` streams (as does `stream: true`); anything else answers JSON"),
         ],
@@ -149,10 +236,11 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
     }
 
 
-def _ask_get_operation() -> dict[str, Any]:
+def _ask_get_operation(limits: Limits) -> dict[str, Any]:
     """GET, for a browser's EventSource (which cannot POST): the ask in the query, always streamed."""
-    post = _ask_operation()
+    post = _ask_operation(limits)
     stream = post["responses"]["200"]
+    ask = aliases_of(AskSchema)
     return {
         "summary": (
             "Ask ECO from a query, for EventSource: always a stream. HEAD, and OPTIONS without an Origin, "
@@ -161,9 +249,9 @@ def _ask_get_operation() -> dict[str, Any]:
         "operationId": "askEcoGet",
         "tags": ["chat"],
         "parameters": [
-            *(_header(name, text) for name, text in IDENTITY_HEADERS.items()),
-            *(_query(name, "the prompt") for name in ("texto", "text", "mensagem", "message")),
-            *(_query(name, "the history, as JSON (as the body's)") for name in ("messages", "mensagens")),
+            *_identity_headers(),
+            *(_query(name, "the prompt") for name in ask["text"]),
+            *(_query(name, "the history, as JSON (as the body's)") for name in ask["messages"]),
             _query("payload", "a whole Ask body as JSON; the other parameters override its fields"),
             _query("client_message_id", "idempotency of the ask"),
             _query("usuario_id", "the user; not a uuid is dropped"),
@@ -185,13 +273,13 @@ def _ask_get_operation() -> dict[str, Any]:
 def _signal_operation(limits: Limits, operation_id: str, summary: str) -> dict[str, Any]:
     batch = {
         "type": "array",
-        "items": {"$ref": "#/components/schemas/Signal"},
+        "items": {"$ref": _ref(SignalSchema)},
         "minItems": 1,
         "maxItems": limits.signal_batch_items,
     }
     one_or_batch = {
         "oneOf": [
-            {"$ref": "#/components/schemas/Signal"},
+            {"$ref": _ref(SignalSchema)},
             batch,
             {
                 "type": "object",
@@ -203,8 +291,8 @@ def _signal_operation(limits: Limits, operation_id: str, summary: str) -> dict[s
     }
     accepted = {
         "oneOf": [
-            {"$ref": "#/components/schemas/SignalAccepted"},
-            {"type": "array", "items": {"$ref": "#/components/schemas/SignalAccepted"}},
+            {"$ref": _ref(out.SignalAcceptedSchema)},
+            {"type": "array", "items": {"$ref": _ref(out.SignalAcceptedSchema)}},
         ]
     }
     return {
@@ -212,9 +300,9 @@ def _signal_operation(limits: Limits, operation_id: str, summary: str) -> dict[s
         "operationId": operation_id,
         "tags": ["signals"],
         "parameters": [
-            *(_header(name, text) for name, text in IDENTITY_HEADERS.items()),
-            _header("X-Eco-Interaction-Id", "wins over the body's interaction_id", UUID_STRING),
-            _header("Idempotency-Key", "the signal_id of a single signal", UUID_STRING),
+            *_identity_headers(),
+            _header(HEADER_INTERACTION_ID, "wins over the body's interaction_id", UUID_STRING),
+            _header(HEADER_IDEMPOTENCY_KEY, "the signal_id of a single signal", UUID_STRING),
         ],
         "requestBody": {
             "required": True,
@@ -236,14 +324,14 @@ def _signal_operation(limits: Limits, operation_id: str, summary: str) -> dict[s
     }
 
 
-def _child_operation(summary: str, operation_id: str, schema: str) -> dict[str, Any]:
+def _child_operation(summary: str, operation_id: str, schema: type[Schema]) -> dict[str, Any]:
     """POST /api/feedback, POST /api/module-usage: children of an interaction, as signals are."""
     return {
         "summary": summary,
         "operationId": operation_id,
         "tags": ["signals"],
-        "parameters": [_header(name, text) for name, text in IDENTITY_HEADERS.items()],
-        "requestBody": {"required": True, "content": {JSON: {"schema": f"#/components/schemas/{schema}"}}},
+        "parameters": _identity_headers(),
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref(schema)}}},
         "responses": {
             "204": {
                 "description": "committed to the outbox; delivered once the interaction is in the target"
@@ -255,7 +343,7 @@ def _child_operation(summary: str, operation_id: str, schema: str) -> dict[str, 
     }
 
 
-def _admin(summary: str, operation_id: str, response: str, **extra: Any) -> dict[str, Any]:
+def _admin(summary: str, operation_id: str, response: type[Schema], **extra: Any) -> dict[str, Any]:
     return {
         "summary": summary,
         "operationId": operation_id,
@@ -263,191 +351,139 @@ def _admin(summary: str, operation_id: str, response: str, **extra: Any) -> dict
         "security": [{"adminToken": []}],
         **extra,
         "responses": {
-            "200": {"description": "OK", "content": {JSON: {"schema": response}}},
+            "200": {"description": "OK", "content": {JSON: {"schema": _component(response)}}},
             **_client_errors(401, 403, *((400, 408, 413, 415, 422) if "requestBody" in extra else (422,))),
             **UNAVAILABLE,
         },
     }
 
 
-def _ref(schema: type) -> str:
-    return f"#/components/schemas/{schema.__name__.removesuffix('Schema')}"
-
-
-def _paths(limits: Limits) -> dict[str, dict[str, Any]]:
-    interaction_id = {
-        "name": "interaction_id",
-        "in": "path",
-        "required": True,
-        "schema": UUID_STRING,
-    }
+def _plain(
+    summary: str, operation_id: str, tag: str, responses: dict[str, tuple[str, str, Any]]
+) -> dict[str, Any]:
+    """An operation without input: status -> (description, media type, schema)."""
     return {
-        "/api/ask-eco": {"post": _ask_operation(), "get": _ask_get_operation()},
-        "/api/signal": {
-            "post": _signal_operation(
-                limits,
-                "postSignal",
-                "Take passive signals: 202 once committed to the outbox (the interaction need not exist yet)",
-            )
-        },
-        "/signal": {
-            "post": _signal_operation(
-                limits,
-                "postSignalUnprefixed",
-                "/api/signal under the path the ECO production app posts its passive signals to",
-            )
-        },
-        "/api/feedback": {
-            "post": _child_operation(
-                "Take a like or dislike: 204 once committed (the interaction need not exist yet)",
-                "postFeedback",
-                "Feedback",
-            )
-        },
-        "/api/module-usage": {
-            "post": _child_operation(
-                "Take a module a reply used: 204 once committed; stored once per (module, position)",
-                "postModuleUsage",
-                "ModuleUsage",
-            )
-        },
-        "/api/interactions/{interaction_id}/signals": {
-            "get": {
-                "summary": "Delivery state of an interaction's signals (pending, delivered, dead; attempts)",
-                "operationId": "interactionSignals",
-                "tags": ["signals"],
-                "parameters": [interaction_id],
-                "responses": {
-                    "200": {"description": "OK", "content": {JSON: {"schema": "InteractionSignals"}}},
-                    **_client_errors(404, 422),
-                    **RATE_LIMITED,
-                    **UNAVAILABLE,
-                },
-            }
-        },
-        "/healthz": {
-            "get": {
-                "summary": "Liveness: the process answers",
-                "operationId": "healthz",
-                "tags": ["operations"],
-                "responses": {"200": {"description": "alive", "content": {JSON: {"schema": "Health"}}}},
-            }
-        },
-        "/api/health": {
-            "get": {
-                "summary": "Readiness as the ECO web app polls it, in the ECO backend's shape",
-                "operationId": "apiHealth",
-                "tags": ["clients"],
-                "responses": {
-                    "200": {"description": "ready", "content": {JSON: {"schema": "ApiHealth"}}},
-                    "503": {
-                        "description": "not ready, and why",
-                        "content": {JSON: {"schema": "ApiHealthDown"}},
-                    },
-                },
-            }
-        },
-        "/health": {
-            "get": {
-                "summary": "Liveness as the ECO backend answered it: the text `ok`",
-                "operationId": "health",
-                "tags": ["operations"],
-                "responses": {
-                    "200": {"description": "alive", "content": {"text/plain": {"schema": {"const": "ok"}}}}
-                },
-            }
-        },
-        "/readyz": {
-            "get": {
-                "summary": "Readiness: databases reachable, migrations applied, outbox loops up",
-                "operationId": "readyz",
-                "tags": ["operations"],
-                "responses": {
-                    "200": {"description": "ready", "content": {JSON: {"schema": "Ready"}}},
-                    "503": {
-                        "description": "not ready, with the problems",
-                        "content": {JSON: {"schema": "Ready"}},
-                    },
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics (text exposition format)",
-                "operationId": "metrics",
-                "tags": ["operations"],
-                "responses": {
-                    "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
-                },
-            }
-        },
-        "/api/admin/outbox/stats": {
-            "get": _admin("Pending and dead outbox rows by kind", "outboxStats", "OutboxStats")
-        },
-        "/api/admin/outbox/dead": {
-            "get": _admin(
-                "Dead letters, oldest first, a page at a time",
-                "outboxDead",
-                "DeadLetters",
-                parameters=[{"in": "query", "schema": DeadQuerySchema}],
-            )
-        },
-        "/api/admin/outbox/requeue": {
-            "post": _admin(
-                "Requeue dead letters (by seq, or all)",
-                "outboxRequeue",
-                "Requeued",
-                requestBody={"required": True, "content": {JSON: {"schema": RequeueSchema}}},
-            )
-        },
-        "/api/admin/outbox/purge-dead": {
-            "post": _admin(
-                "Delete dead letters older than older_than_s",
-                "outboxPurgeDead",
-                "Purged",
-                requestBody={"required": True, "content": {JSON: {"schema": PurgeDeadSchema}}},
-            )
-        },
-        "/api/admin/relay": {
-            "get": _admin(
-                "This process's relay: loops, last batch, failures by class, delivered per second",
-                "relayState",
-                "RelayState",
-            )
-        },
-        "/admin": {
-            "get": {
-                "summary": "The admin page: backlog, relay, dead letters and requeue (asks for the token)",
-                "operationId": "adminPage",
-                "tags": ["admin"],
-                "responses": {
-                    "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
-                },
-            }
-        },
-        "/api/openapi.json": {
-            "get": {
-                "summary": "This document",
-                "operationId": "openapi",
-                "tags": ["clients"],
-                "responses": {
-                    "200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}
-                },
-            }
-        },
-        "/": {
-            "get": {
-                "summary": "The demo page: ask, watch the stream, watch the signals land",
-                "operationId": "page",
-                "tags": ["clients"],
-                "responses": {
-                    "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
-                },
-            }
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": [tag],
+        "responses": {
+            status: {"description": text, "content": {media: {"schema": schema}}}
+            for status, (text, media, schema) in responses.items()
         },
     }
 
 
+HTML = ("HTML", "text/html", {"type": "string"})
+
+# The operation of each route, by the route's name (service/http/routes.py names every one).
+Operation = Callable[[Limits], dict[str, Any]]
+OPERATIONS: dict[str, Operation] = {
+    "ask-eco": _ask_operation,
+    "ask-eco-get": _ask_get_operation,
+    "signal": lambda limits: _signal_operation(
+        limits,
+        "postSignal",
+        "Take passive signals: 202 once committed to the outbox (the interaction need not exist yet)",
+    ),
+    "signal-unprefixed": lambda limits: _signal_operation(
+        limits,
+        "postSignalUnprefixed",
+        "/api/signal under the path the ECO production app posts its passive signals to",
+    ),
+    "feedback": lambda limits: _child_operation(
+        "Take a like or dislike: 204 once committed (the interaction need not exist yet)",
+        "postFeedback",
+        FeedbackSchema,
+    ),
+    "module-usage": lambda limits: _child_operation(
+        "Take a module a reply used: 204 once committed; stored once per (module, position)",
+        "postModuleUsage",
+        ModuleUsageSchema,
+    ),
+    "interaction-signals": lambda limits: {
+        "summary": "Delivery state of an interaction's signals (pending, delivered, dead; attempts)",
+        "operationId": "interactionSignals",
+        "tags": ["signals"],
+        "responses": {
+            "200": {"description": "OK", "content": {JSON: {"schema": "InteractionSignals"}}},
+            **_client_errors(404, 422),
+            **RATE_LIMITED,
+            **UNAVAILABLE,
+        },
+    },
+    "healthz": lambda limits: _plain(
+        "Liveness: the process answers", "healthz", "operations", {"200": ("alive", JSON, "Health")}
+    ),
+    "api-health": lambda limits: _plain(
+        "Readiness as the ECO web app polls it, in the ECO backend's shape",
+        "apiHealth",
+        "clients",
+        {"200": ("ready", JSON, "ApiHealth"), "503": ("not ready, and why", JSON, "ApiHealthDown")},
+    ),
+    "health": lambda limits: _plain(
+        "Liveness as the ECO backend answered it: the text `ok`",
+        "health",
+        "operations",
+        {"200": ("alive", "text/plain", {"const": "ok"})},
+    ),
+    "readyz": lambda limits: _plain(
+        "Readiness: databases reachable, migrations applied, outbox loops up",
+        "readyz",
+        "operations",
+        {"200": ("ready", JSON, "Ready"), "503": ("not ready, with the problems", JSON, "Ready")},
+    ),
+    "metrics": lambda limits: _plain(
+        "Prometheus metrics (text exposition format)",
+        "metrics",
+        "operations",
+        {"200": ("OK", "text/plain", {"type": "string"})},
+    ),
+    "outbox-stats": lambda limits: _admin(
+        "Pending and dead outbox rows by kind", "outboxStats", out.OutboxStatsSchema
+    ),
+    "outbox-dead": lambda limits: _admin(
+        "Dead letters, oldest first, a page at a time",
+        "outboxDead",
+        out.DeadLettersSchema,
+        parameters=[{"in": "query", "schema": DeadQuerySchema}],
+    ),
+    "outbox-requeue": lambda limits: _admin(
+        "Requeue dead letters (by seq, or all)",
+        "outboxRequeue",
+        out.RequeuedSchema,
+        requestBody={"required": True, "content": {JSON: {"schema": RequeueSchema}}},
+    ),
+    "outbox-purge-dead": lambda limits: _admin(
+        "Delete dead letters older than older_than_s",
+        "outboxPurgeDead",
+        out.PurgedSchema,
+        requestBody={"required": True, "content": {JSON: {"schema": PurgeDeadSchema}}},
+    ),
+    "relay-state": lambda limits: _admin(
+        "This process's relay: loops, last batch, failures by class, delivered per second",
+        "relayState",
+        out.RelayStateSchema,
+    ),
+    "admin-page": lambda limits: _plain(
+        "The admin page: backlog, relay, dead letters and requeue (asks for the token)",
+        "adminPage",
+        "admin",
+        {"200": HTML},
+    ),
+    "openapi": lambda limits: _plain(
+        "This document", "openapi", "clients", {"200": ("OpenAPI 3.1", JSON, {"type": "object"})}
+    ),
+    "page": lambda limits: _plain(
+        "The demo page: ask, watch the stream, watch the signals land", "page", "clients", {"200": HTML}
+    ),
+}
+
+REQUEST_SCHEMAS: tuple[Callable[[Limits], Schema], ...] = (
+    SignalSchema,
+    AskSchema,
+    FeedbackSchema,
+    lambda limits: ModuleUsageSchema(),
+)
 RESPONSE_SCHEMAS = (
     out.ErrorSchema,
     out.SignalAcceptedSchema,
@@ -464,95 +500,68 @@ RESPONSE_SCHEMAS = (
     out.PurgedSchema,
     out.RelayStateSchema,
 )
+# A route's path parameter, by name, when it is not a plain string.
+PATH_PARAMETERS = {"interaction_id": UUID_STRING}
+
+# (path, method, route name) of each documented route.
+RouteKey = tuple[str, str, str | None]
 
 
-def _amend_request_schemas(document: dict[str, Any]) -> None:
-    """What the schemas accept beyond their declared fields: aliases applied in pre_load, and the header
-    that may stand in for interaction_id."""
-    schemas = document["components"]["schemas"]
-    signal = schemas["Signal"]
-    signal["required"] = [
-        field for field in signal.get("required", []) if field not in ("name", "interaction_id")
+def documented_routes(routes: Iterable[web.AbstractRoute]) -> tuple[RouteKey, ...]:
+    """The routes the document describes: every one but HEAD, OPTIONS (CORS preflights) and static files."""
+    return tuple(
+        (route.resource.canonical, route.method.lower(), route.resource.name)
+        for route in routes
+        if route.method not in ("HEAD", "OPTIONS", "*")
+        and route.resource is not None
+        and not isinstance(route.resource, web.StaticResource)
+    )
+
+
+def _operation(path: str, method: str, name: str | None, limits: Limits) -> dict[str, Any]:
+    if name not in OPERATIONS:
+        raise LookupError(f"{method.upper()} {path}: name the route and describe it in openapi.OPERATIONS")
+    operation = OPERATIONS[name](limits)
+    parameters = [
+        {
+            "name": param,
+            "in": "path",
+            "required": True,
+            "schema": PATH_PARAMETERS.get(param, {"type": "string"}),
+        }
+        for param in re.findall(r"\{(\w+)\}", path)
     ]
-    signal["properties"]["signal"] = {"type": "string", "description": "another name for `name`, which wins"}
-    signal["anyOf"] = [{"required": ["name"]}, {"required": ["signal"]}]
-    signal["description"] = (
-        "One passive signal. `interaction_id` (or `interactionId`) is required unless the "
-        "X-Eco-Interaction-Id header gives it; the header wins. The ECO extras (`session_id`, "
-        "`response_id`/`responseId`, `user_id`/`userId`, `guest_id`/`guestId`, `message_id`/`messageId`) are "
-        "kept in the stored meta. "
-        "Unknown fields are ignored."
-    )
-    signal["description"] += (
-        " An interaction id that is the ECO app's local reply id (`eco-<uuid>`) holds the signal until a "
-        "later request gives that id as `message_id` beside a uuid `interaction_id`."
-    )
-    feedback = schemas["Feedback"]
-    feedback["anyOf"] = [{"required": ["interaction_id"]}, {"required": ["interactionId"]}]
-    feedback["properties"]["reason"] = {
-        "type": ["string", "array", "null"],
-        "items": {"type": "string"},
-        "description": "a string, a list of strings, or null; stored as a list",
-    }
-    feedback["description"] = (
-        "A vote on a reply: `vote` up, down, like or dislike. Lands as one eco_feedback row, the reward of "
-        "(interaction, arm) in bandit_rewards (the latest vote's), counted once in eco_bandit_arms. The arm "
-        "is `arm`, else the interaction's first module usage, else `baseline`. An interaction id that is "
-        "the app's local reply id (`eco-<uuid>`) is held until tied; `message_id` set to that id beside a "
-        "uuid interaction_id ties it. Unknown fields are ignored."
-    )
-    usage = schemas["ModuleUsage"]
-    usage["allOf"] = [
-        {"anyOf": [{"required": ["moduleKey"]}, {"required": ["module_key"]}]},
-        {"anyOf": [{"required": ["interactionId"]}, {"required": ["interaction_id"]}]},
-    ]
-    usage["description"] = (
-        "One module of a reply, camelCase (the production app) or snake_case (the ECO backend's names). "
-        "Unknown fields are ignored."
-    )
-    ask = schemas["Ask"]
-    for flag in ("stream", "isGuest"):
-        # marshmallow's Boolean, as the ECO backend read these: true/false, 1/0, "true", "1", "yes", "no"…
-        ask["properties"][flag]["type"] = ["boolean", "integer", "string", "null"]
-    ask["anyOf"] = [
-        {"required": [key]} for key in ("messages", "mensagens", "text", "texto", "mensagem", "message")
-    ]
-    ask["description"] = (
-        "An ask as the ECO web app sends it. The prompt is the last non-empty user message of `messages` "
-        "(or `mensagens`; an item's text is under content, text, mensagem, message, delta or value, and "
-        "`role` defaults to user), otherwise `text`, `texto`, `mensagem` or `message`. The client message "
-        "id is the X-Eco-Client-Message-Id header, then clientMessageId, client_message_id, messageId, "
-        "message_id, then the last `messages[].id`. The user is usuario_id, usuarioId, user_id, userId or "
-        "the X-Eco-User-Id header (not a uuid: dropped); `isGuest` truthy means no user. The interaction's "
-        "meta keeps sessionMeta, clientHour, isGuest and guestId. Unknown fields are ignored."
-    )
+    if parameters:
+        operation["parameters"] = [*parameters, *operation.get("parameters", [])]
+    return operation
 
 
 @lru_cache(maxsize=4)
-def _document(limits: Limits) -> dict[str, Any]:
+def _document(routes: tuple[RouteKey, ...], limits: Limits) -> dict[str, Any]:
     spec = APISpec(
-        title=TITLE,
-        version=VERSION,
+        title=DISTRIBUTION,
+        version=package_version(),
         openapi_version="3.1.0",
-        plugins=[MarshmallowPlugin()],
+        plugins=[AliasPlugin()],
         info={"description": DESCRIPTION},
     )
     spec.components.security_scheme(
         "adminToken", {"type": "http", "scheme": "bearer", "description": "ECO_ADMIN_TOKEN"}
     )
-    spec.components.schema("Signal", schema=SignalSchema(limits))
-    spec.components.schema("Ask", schema=AskSchema(limits))
-    spec.components.schema("Feedback", schema=FeedbackSchema(limits))
-    spec.components.schema("ModuleUsage", schema=ModuleUsageSchema())
-    for schema in RESPONSE_SCHEMAS:
-        spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
-    for path, operations in _paths(limits).items():
+    for make in REQUEST_SCHEMAS:
+        schema = make(limits)
+        spec.components.schema(_component(type(schema)), schema=schema)
+    for response in RESPONSE_SCHEMAS:
+        spec.components.schema(_component(response), schema=response)
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method, name in routes:
+        paths.setdefault(path, {})[method] = _operation(path, method, name, limits)
+    for path, operations in paths.items():
         spec.path(path=path, operations=operations)
-    document = spec.to_dict()
-    _amend_request_schemas(document)
-    return document
+    return spec.to_dict()
 
 
-def openapi_document(limits: Limits) -> dict[str, Any]:
-    """Built once per set of limits; a copy, so no caller can change the cached one."""
-    return copy.deepcopy(_document(limits))
+def openapi_document(router: web.UrlDispatcher, limits: Limits) -> dict[str, Any]:
+    """The document of the app's routes, built once per set of routes and limits; a copy, so no caller can
+    change the cached one."""
+    return copy.deepcopy(_document(documented_routes(router.routes()), limits))

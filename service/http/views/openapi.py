@@ -1,4 +1,4 @@
-"""GET /api/openapi.json: the OpenAPI document, sized by this server's limits."""
+"""GET /api/openapi.json: the OpenAPI document of this app's routes, sized by this server's limits."""
 
 from __future__ import annotations
 
@@ -9,4 +9,4 @@ from service.keys import CONFIG
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(request.app[CONFIG].limits))
+    return web.json_response(openapi_document(request.app.router, request.app[CONFIG].limits))
