@@ -12,12 +12,12 @@ from aiohttp import web
 from outbox import admin as outbox_admin
 from outbox import metrics
 from outbox.activity import RELAY_ACTIVITY
+from service.admin_documents import dead_letter_document, stats_document
 from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
 from service.http.errors import ApiError
 from service.http.payload import read_json
 from service.http.views.page import STATIC_DIR
 from service.keys import CONFIG, DATABASES, RELAY
-from service.store.documents import dead_letter_document, stats_document
 
 ADMIN_BODY_BYTES = 64 * 1024
 # The relay's counters of rows held back or given up, shown on the admin page by their labels (reasons).
