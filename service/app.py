@@ -18,9 +18,15 @@ from outbox.wakeup import NotifyListener
 from service.chat.interaction import InteractionRegistry
 from service.chat.responder import build_responder
 from service.config import Config
-from service.http.headers import header_middleware, quiet_malformed_requests
-from service.http.metrics import metrics_middleware, zero_http_series
-from service.http.middleware import RATE_LIMITED_ROUTES, error_middleware, rate_limit_middleware
+from service.http.headers import quiet_malformed_requests
+from service.http.metrics import zero_http_series
+from service.http.middleware import (
+    RATE_LIMITED_ROUTES,
+    error_middleware,
+    header_middleware,
+    metrics_middleware,
+    rate_limit_middleware,
+)
 from service.http.ratelimit import RateLimiter
 from service.http.routes import setup_routes
 from service.keys import (
