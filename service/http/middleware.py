@@ -10,7 +10,7 @@ import math
 import time
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from loguru import logger
 from marshmallow import ValidationError
@@ -76,7 +76,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             503,
             "database_unavailable",
             "the database is unavailable; retry later",
-            headers={"Retry-After": str(request.app[CONFIG].retry_after_s)},
+            headers={hdrs.RETRY_AFTER: str(request.app[CONFIG].retry_after_s)},
         )
     except Exception:
         logger.bind(code="internal_error").exception("{} {} failed", request.method, request.path)
@@ -125,7 +125,7 @@ def client_of(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
     remote = request.remote or ""
     if not _trusted(_address(remote), proxies):
         return remote
-    hops = [hop for value in request.headers.getall("X-Forwarded-For", ()) for hop in value.split(",")]
+    hops = [hop for value in request.headers.getall(hdrs.X_FORWARDED_FOR, ()) for hop in value.split(",")]
     for hop in reversed(hops):
         address = _address(hop)
         if address is None:
@@ -143,7 +143,7 @@ def charge(request: web.Request, cost: float = 1.0) -> None:
             429,
             "rate_limited",
             "too many requests from this client; slow down",
-            headers={"Retry-After": str(math.ceil(wait_s))},
+            headers={hdrs.RETRY_AFTER: str(math.ceil(wait_s))},
         )
 
 
