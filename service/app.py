@@ -84,13 +84,7 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout_s=config.enqueue_timeout_s,
     )
     listener = NotifyListener(databases.outbox_dsn, relay.wake, timeout_s=config.db_timeout_s)
-    purger = Purger(
-        databases.outbox,
-        config.relay.retention_s,
-        config.relay.purge_batch,
-        config.relay.purge_interval_s,
-        dead_retention_s=config.relay.dead_retention_s,
-    )
+    purger = Purger(databases.outbox, config.purge)
     deferred = DeferredWrites(writer, max_rows=config.deferred_max_rows, retry_s=config.deferred_retry_s)
     await writer.start()
     deferred.start()

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from outbox.backoff import Backoff
 from outbox.relay import RelaySettings
+from outbox.retention import PurgeSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -198,6 +199,7 @@ class Config:
     # Allocations between young-generation collections when serving (0: Python's default, 700).
     gc_gen0_threshold: int = 20_000
     relay: RelaySettings = field(default_factory=RelaySettings)
+    purge: PurgeSettings = field(default_factory=PurgeSettings)
     sse_ping_s: float = 15.0
     offline_chunk_delay_ms: float = 10.0
     rate_limit_per_s: float = 50.0
@@ -228,6 +230,7 @@ class Config:
         env = os.environ if env is None else env
         defaults = cls()
         relay_defaults = RelaySettings()
+        purge_defaults = PurgeSettings()
         backoff_defaults = Backoff()
         limit_defaults = Limits()
         migration_defaults = MigrationSettings()
@@ -275,16 +278,18 @@ class Config:
                 unhealthy_batches=_int(
                     env, "ECO_RELAY_UNHEALTHY_BATCHES", relay_defaults.unhealthy_batches, minimum=1
                 ),
-                retention_s=_float(env, "ECO_OUTBOX_RETENTION_S", relay_defaults.retention_s),
-                dead_retention_s=_float(env, "ECO_OUTBOX_DEAD_RETENTION_S", relay_defaults.dead_retention_s),
-                purge_interval_s=_float(
-                    env, "ECO_OUTBOX_PURGE_INTERVAL_S", relay_defaults.purge_interval_s, minimum=0.01
-                ),
-                purge_batch=_int(env, "ECO_OUTBOX_PURGE_BATCH", relay_defaults.purge_batch, minimum=1),
                 backoff=Backoff(
                     base_ms=_float(env, "ECO_RELAY_BACKOFF_BASE_MS", backoff_defaults.base_ms, minimum=1),
                     cap_ms=_float(env, "ECO_RELAY_BACKOFF_CAP_MS", backoff_defaults.cap_ms, minimum=1),
                 ),
+            ),
+            purge=PurgeSettings(
+                retention_s=_float(env, "ECO_OUTBOX_RETENTION_S", purge_defaults.retention_s),
+                dead_retention_s=_float(env, "ECO_OUTBOX_DEAD_RETENTION_S", purge_defaults.dead_retention_s),
+                interval_s=_float(
+                    env, "ECO_OUTBOX_PURGE_INTERVAL_S", purge_defaults.interval_s, minimum=0.01
+                ),
+                batch=_int(env, "ECO_OUTBOX_PURGE_BATCH", purge_defaults.batch, minimum=1),
             ),
             sse_ping_s=_float(env, "ECO_SSE_PING_S", defaults.sse_ping_s, minimum=0.01),
             offline_chunk_delay_ms=_float(env, "ECO_OFFLINE_CHUNK_DELAY_MS", defaults.offline_chunk_delay_ms),
