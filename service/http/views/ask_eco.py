@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from contextlib import aclosing
 from dataclasses import replace
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp_sse import EventSourceResponse
 from loguru import logger
 
@@ -46,7 +46,7 @@ def _wants_stream(request: web.Request, stream: bool | None) -> bool:
         request.method == "GET"
         or bool(stream)
         or request.query.get("stream", "").strip().lower() in STREAM_TRUE
-        or "text/event-stream" in request.headers.get("Accept", "")
+        or "text/event-stream" in request.headers.get(hdrs.ACCEPT, "")
     )
 
 
