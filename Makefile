@@ -30,7 +30,7 @@ print("\n".join(line.strip() for group in groups for line in group.splitlines() 
 endef
 export REQUIREMENTS
 
-.PHONY: install run migrate test bench lint clean
+.PHONY: install run migrate test stress bench lint clean
 
 install: $(call STAMP,test)
 
@@ -48,6 +48,13 @@ migrate: $(call STAMP,run)
 
 test: $(call STAMP,test) $(CHROMIUM) $(PROMTOOL) $(WRK) $(NGINX)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fault and race tests, N times in a row (fresh pytest each time), with each run's result and the pass
+# count: `make stress N=30 TESTS=tests/faults/test_outages.py::test_an_outage_twice_the_max_age_kills_no_deliverable_signal`.
+N ?= 10
+TESTS ?= tests/faults tests/test_race.py tests/test_relay_timing.py tests/test_relay_lease.py tests/test_early_disconnect.py
+stress: $(call STAMP,test)
+	$(PY) -m tests.stress $(N) $(TESTS) --pytest-args="$(PYTEST_ARGS)"
 
 $(CHROMIUM):
 	apt-get update -qq

@@ -2,6 +2,11 @@
 
 One INSERT per request caps intake at the database's commit rate; gathering the requests that arrive while a
 commit is in flight into the next statement lifts it to what one process can parse and answer.
+
+The answer says what was stored. A caller's deadline drops its request while it waits in the queue (never
+written: a 503, and a retry is new); once its rows are sent, the statement's outcome answers it, and that
+statement runs under a `statement_timeout` of the same length, so the outcome comes soon: committed, or
+cancelled by the server (not committed). A 503 is never given for rows that were stored.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class _Request:
     future: asyncio.Future[list[EnqueueResult]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # Set when its rows go to the database: from then on only the statement's outcome answers it.
+    sent: bool = False
 
 
 class OutboxWriter:
@@ -38,7 +45,8 @@ class OutboxWriter:
 
     A batch is sent as soon as the previous one has committed (natural batching: no added latency when the
     service is idle); `wait_ms` may add a short wait to gather more rows under load. `flushers` batches may
-    be in flight at once. No caller waits longer than `timeout_s`: it gets DatabaseUnavailable (a 503).
+    be in flight at once. A caller still queued after `timeout_s` gets DatabaseUnavailable (a 503) and its
+    rows are not written; one whose rows were sent gets its statement's outcome, within `timeout_s` more.
     """
 
     def __init__(
@@ -55,6 +63,7 @@ class OutboxWriter:
         self._wait_s = wait_ms / 1000
         self._flushers = flushers
         self._timeout_s = timeout_s
+        self._statement_timeout_ms = max(1, round(timeout_s * 1000))
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.loops: list[LoopHealth] = []
@@ -84,13 +93,21 @@ class OutboxWriter:
         request = _Request(events)
         self._queue.put_nowait(request)
         try:
-            # The timeout cancels the future: a flusher that has not taken it yet skips it, so a request
-            # answered 503 is not written (one already in flight may be; a retry with its id is a no-op).
             async with asyncio.timeout(self._timeout_s):
-                return await request.future
+                return await asyncio.shield(request.future)
         except TimeoutError:
+            if request.sent:
+                # Its statement runs under statement_timeout: committed or not, it answers soon, and truly.
+                return await request.future
+            # Still queued: cancelled, a flusher skips it, so the 503 is true and a retry is a new request.
+            request.future.cancel()
             logger.bind(code="enqueue_timeout").warning("outbox enqueue outlived {} s", self._timeout_s)
             raise DatabaseUnavailable(f"outbox enqueue outlived {self._timeout_s} s") from None
+        except asyncio.CancelledError:
+            # The caller went away: rows not sent yet are not written; rows sent are, or not, as it goes.
+            if not request.sent:
+                request.future.cancel()
+            raise
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -115,7 +132,9 @@ class OutboxWriter:
             try:
                 await self._flush(batch)
             finally:
-                for _ in batch:
+                for request in batch:
+                    # Settled already, unless this flusher was cancelled mid-batch (shutdown).
+                    _settle(request, exception=DatabaseUnavailable("the outbox writer stopped"))
                     self._queue.task_done()
 
     async def _flush(self, batch: list[_Request]) -> None:
@@ -123,7 +142,7 @@ class OutboxWriter:
         if not live:
             return
         try:
-            inserted = await self._insert_retrying([event for request in live for event in request.events])
+            inserted = await self._insert_retrying(live)
         except asyncio.CancelledError as exc:
             # pg_cancel_backend or statement_timeout, which aiopg raises as CancelledError, twice: the INSERT
             # did not commit; these callers get a 503, and this flusher goes on.
@@ -157,32 +176,43 @@ class OutboxWriter:
                 ],
             )
 
-    async def _insert_retrying(self, events: list[OutboxEvent]) -> set[tuple[str, str]]:
+    async def _insert_retrying(self, requests: list[_Request]) -> set[tuple[str, str]]:
         """A connection lost mid-statement leaves the commit unknown (a terminate that lands as the INSERT
         commits still fails it): answering 503 for rows that were stored would be a lie, so try once more,
-        on fresh connections (the dead ones are dropped first), idempotently."""
+        on fresh connections (the dead ones are dropped first), idempotently. A server's cancel needs no
+        second try: the statement did not commit."""
         try:
-            return await self._insert(events)
-        except asyncio.CancelledError as exc:
-            if not server_cancelled(exc):
-                raise
-            error = describe(exc)
+            return await self._insert(requests)
         except CONNECTION_ERRORS as exc:
+            sent = [request for request in requests if request.sent]
+            if not sent:
+                raise
             error = describe(exc)
         logger.bind(code="db_unavailable").warning("outbox insert failed, trying once more: {}", error)
         await self._pool.clear()
-        return await self._insert(events, retried=True)
+        return await self._insert(sent, retried=True)
 
-    async def _insert(self, events: list[OutboxEvent], *, retried: bool = False) -> set[tuple[str, str]]:
-        params = INSERT_EVENTS.bind(
-            kinds=[str(event.kind) for event in events],
-            keys=[str(event.key) for event in events],
-            group_keys=[str(event.group_key) for event in events],
-            payloads=[encode_payload(event.payload) for event in events],
-            dedupe_keys=[event.dedupe_key for event in events],
-        )
+    async def _insert(self, requests: list[_Request], *, retried: bool = False) -> set[tuple[str, str]]:
         async with self._pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(INSERT_EVENTS.sql, params)
+            if not retried:
+                # Waiting for a connection may have outlived some deadlines: those callers had their 503.
+                requests = [request for request in requests if not request.future.done()]
+                for request in requests:
+                    request.sent = True
+            events = [event for request in requests for event in request.events]
+            if not events:
+                return set()
+            params = INSERT_EVENTS.bind(
+                kinds=[str(event.kind) for event in events],
+                keys=[str(event.key) for event in events],
+                group_keys=[str(event.group_key) for event in events],
+                payloads=[encode_payload(event.payload) for event in events],
+                dedupe_keys=[event.dedupe_key for event in events],
+            )
+            # One round trip: SET LOCAL holds for the statement's implicit transaction only.
+            await cur.execute(
+                f"SET LOCAL statement_timeout = {self._statement_timeout_ms}; {INSERT_EVENTS.sql}", params
+            )
             rows = await cur.fetchall()
             if retried:
                 # What the first try committed conflicts now: its rows count as inserted by this request.

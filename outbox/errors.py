@@ -31,6 +31,9 @@ class Failure(enum.StrEnum):
     REFUSED = "refused"
     # Every row would fail (missing table, permission, schema mismatch): someone must fix the target.
     NOT_READY = "not_ready"
+    # Not a database's error, nor a connection's (a KeyError, a TypeError): a bug, or a row the code cannot
+    # handle. Never an outage: retrying the batch as it is would fail the same way, forever.
+    INTERNAL = "internal"
 
 
 # psycopg2 raises OperationalError for 54000 (index row too large) too: the class is in the SQLSTATE only.
@@ -56,12 +59,17 @@ def sqlstate(exc: BaseException) -> str | None:
     return None
 
 
+# Raised without a SQLSTATE when a connection is refused, broken, closed or timed out, or a query interrupted.
+_OUTAGE_EXCEPTIONS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, OSError, asyncio.CancelledError)
+
+
 def classify(exc: BaseException) -> Failure:
     """Decide by SQLSTATE, not by exception class: psycopg2 maps several row errors to OperationalError."""
     code = sqlstate(exc)
     if code is None:
-        # A closed connection, a timeout, a server gone mid-query: nothing the rows did.
-        return Failure.OUTAGE
+        # A closed connection, a timeout, a server gone mid-query: nothing the rows did. Anything else
+        # without a SQLSTATE is ours.
+        return Failure.OUTAGE if isinstance(exc, _OUTAGE_EXCEPTIONS) else Failure.INTERNAL
     if code in _OUTAGE_CODES or code.startswith(_OUTAGE_CLASSES):
         return Failure.OUTAGE
     if code not in _NOT_REFUSED_CODES and (code in _REFUSED_CODES or code.startswith(_REFUSED_CLASSES)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Float,
     Integer,
+    Interval,
     Select,
     Text,
     and_,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     text,
     union_all,
@@ -65,17 +67,26 @@ CLAIM = compile_statement(
         cast(events.c.group_key, Text),
         cast(events.c.payload, Text),
         events.c.attempts,
-        events.c.created_at,
+        # The row's age on the database's clock, the one that wrote created_at: a host clock that runs ahead
+        # would age every row by its error.
+        func.extract("epoch", func.now() - events.c.created_at).cast(Float),
     )
     .where(
         events.c.state == PENDING,
         events.c.next_attempt_at <= func.now(),
-        events.c.kind == func.any(bindparam("kinds")),
+        # The kinds this release delivers; another kind only once no release took it within the max age.
+        or_(
+            events.c.kind == func.any(bindparam("kinds")),
+            events.c.created_at <= func.now() - bindparam("unknown_after", type_=Interval),
+        ),
     )
     .order_by(events.c.next_attempt_at, events.c.seq)
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
 )
+
+# A statement that does nothing but end the claim's idle time (see Relay._claim_renewed).
+RENEW_CLAIM = compile_statement(text("SELECT 1"))
 
 SECONDS_UNTIL_DUE = compile_statement(
     select(func.extract("epoch", func.min(events.c.next_attempt_at) - func.now()).cast(Float)).where(
@@ -104,14 +115,19 @@ WHERE e.seq = d.seq
 """)
 )
 
-# Children that waited on a parent this relay just delivered are due now, not at their backoff; those that
-# died waiting for it (an outage spent their age, a concurrent batch held their parent) live again.
+# Children of these groups that wait (in backoff, or held for a pending parent) become due now, and those that
+# died waiting (an outage spent their age) live again, once a parent of their group is delivered. Rows another
+# relay holds are skipped, not waited for (their committed version is due): see Relay._release.
 RELEASE_WAITING = compile_statement(
     text(f"""
-UPDATE eco_outbox.events SET next_attempt_at = now(), state = '{PENDING}', dead_at = NULL
-WHERE kind = ANY(:child_kinds) AND group_key = ANY(CAST(:group_keys AS uuid[]))
-  AND ((state = '{PENDING}' AND next_attempt_at > now())
-       OR (state = '{DEAD}' AND last_error = :parent_missing))
+UPDATE eco_outbox.events AS child SET next_attempt_at = now(), state = '{PENDING}', dead_at = NULL
+WHERE child.kind = ANY(:child_kinds) AND child.group_key = ANY(CAST(:group_keys AS uuid[]))
+  AND ((child.state = '{PENDING}' AND child.next_attempt_at > now())
+       OR (child.state = '{DEAD}' AND child.last_error = :parent_missing))
+  AND EXISTS (
+      SELECT 1 FROM eco_outbox.events AS parent
+      WHERE parent.kind = ANY(:parent_kinds) AND parent.key = child.group_key AND parent.state = '{DELIVERED}'
+  )
 """)
 )
 

@@ -11,9 +11,8 @@ from loguru import logger
 from outbox import metrics as outbox_metrics
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
-from outbox.relay import PARENT_PENDING, Relay
+from outbox.relay import Relay, held_reasons
 from outbox.retention import Purger
-from outbox.target import PARENT_MISSING
 from outbox.wakeup import NotifyListener
 from service.chat.interaction import InteractionRegistry
 from service.chat.responder import build_responder
@@ -135,6 +134,6 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(responder_ctx)
     app.on_shutdown.append(end_streams)
     setup_routes(app, config)
-    outbox_metrics.zero_series(ECO_TARGET, wait_reasons=(PARENT_MISSING, PARENT_PENDING))
+    outbox_metrics.zero_series(ECO_TARGET, wait_reasons=held_reasons(ECO_TARGET))
     zero_http_series(app.router, RATE_LIMITED_ROUTES)
     return app

@@ -408,7 +408,8 @@ SETTINGS: tuple[Setting, ...] = (
         "ECO_ENQUEUE_TIMEOUT_S",
         "enqueue_timeout_s",
         FLOAT,
-        "longest wait for an intake commit; past it a 503 with Retry-After",
+        "longest wait in the intake queue, and the intake INSERT's `statement_timeout`; past it a 503 with"
+        " Retry-After",
         minimum=0.1,
     ),
     Setting(

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import aiopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -22,6 +23,7 @@ from service.app import create_app
 from service.chat.responder import OfflineResponder, estimate_tokens
 from service.config import Config
 from service.keys import STREAMS
+from service.target.message_ids import target_holds_message_id
 from tests.helpers import SSEEvent, fetch, iter_sse, probe, read_sse, scalar, wait_for
 
 SSE = {"Accept": "text/event-stream"}
@@ -295,6 +297,36 @@ async def test_duplicate_client_message_id_is_409(client: TestClient, db: Any, w
     assert (await second.json())["error"] == "duplicate_client_message_id"
     assert "X-Eco-Interaction-Id" not in second.headers
     assert await scalar(db, "select count(*) from eco_outbox.events where kind = 'interaction'") == 1
+
+
+async def test_a_client_message_id_the_target_holds_is_409_at_the_door(client: TestClient, db: Any) -> None:
+    """The outbox's row (and its dedupe key) was purged after retention; the target still holds the id. The
+    ask is refused before anything is stored, not accepted and then dead in the target."""
+    await fetch(
+        db,
+        "insert into analytics.eco_interactions (id, message_id) values (%s, 'kept')",
+        (str(uuid.uuid4()),),
+    )
+    resp = await client.post("/api/ask-eco", json={"message": "Olá", "client_message_id": "kept"})
+    assert resp.status == 409
+    assert (await resp.json())["error"] == "duplicate_client_message_id"
+    assert await scalar(db, "select count(*) from eco_outbox.events") == 0
+    other = await client.post("/api/ask-eco", json={"message": "Olá", "client_message_id": "new"})
+    assert other.status == 200
+    await other.json()
+
+
+async def test_an_unreachable_target_does_not_hold_the_door() -> None:
+    """The lookup is the target's; intake does not depend on it: refused, it answers "cannot say"."""
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        refused_dsn = f"host=127.0.0.1 port={probe_socket.getsockname()[1]} dbname=none user=none"
+    pool = await aiopg.create_pool(refused_dsn, minsize=0, maxsize=1, timeout=5, enable_hstore=False)
+    try:
+        assert await target_holds_message_id(pool, "any") is None
+    finally:
+        pool.close()
+        await pool.wait_closed()
 
 
 # aiopg's LISTEN connection waits on its notifies queue through a task of its own, renewed with each NOTIFY.

@@ -13,9 +13,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.target.rows import local_group
+from outbox.relay import Relay
+from service.target.delivery import ECO_TARGET
+from service.target.rows import Parent, local_group, signal_event
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, insert_interaction, scalar, wait_for
+from tests.test_relay import enqueue
 
 TOKEN = "local-id-admin"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -173,6 +176,20 @@ async def test_a_local_id_nothing_ties_dies_unresolved_and_can_be_requeued(
             db, "select interaction_id::text from analytics.eco_passive_signals where id = %s", (signal_id,)
         )
     ) == [(interaction_id,)]
+
+
+async def test_a_local_id_nothing_ties_within_the_max_age_dies_of_it(db: Any) -> None:
+    """Nothing tied it within the max age: it dies as unresolved_message, its attempts not spent."""
+    local = local_id()
+    signal = signal_event(Parent(local_id=local), "view", {})
+    await enqueue(db, [signal])
+    await fetch(db, "update eco_outbox.events set created_at = now() - interval '2 hours'")
+    relay = Relay(db, db, ECO_TARGET, replace(TEST_RELAY, max_attempts=1000, max_age_s=3600.0))
+
+    assert (await relay.run_once()).dead == 1
+    assert await fetch(db, "select state, attempts, last_error from eco_outbox.events") == [
+        ("dead", 1, "unresolved_message")
+    ]
 
 
 async def test_a_tie_revives_rows_that_died_unresolved(

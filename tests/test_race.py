@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from outbox.backoff import Backoff
 from service.app import create_app
 from service.config import Config
 from tests.conftest import TEST_RELAY
@@ -27,6 +28,12 @@ SCENARIOS = {
     # Small batches over several workers: signals are often claimed while another worker still holds their
     # interaction, so the parent-missing path and the release of waiting signals are exercised too.
     "three-workers-small-batches": (replace(TEST_RELAY, loops=3, batch_size=4), False),
+    # The same with the production backoff (a 30 s cap): a signal that missed its release would wait out
+    # the cap, far past wait_for's deadline; TEST_RELAY's 200 ms cap would hide it.
+    "three-workers-production-backoff": (
+        replace(TEST_RELAY, loops=3, batch_size=4, backoff=Backoff()),
+        False,
+    ),
     # No interaction can reach the target until every client is done: the race at its worst, every signal
     # arrives before its parent, and intake must not notice.
     "target-locked": (TEST_RELAY, True),

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from loguru import logger
 
 from outbox import admin as outbox_admin
 from outbox.backoff import Backoff
@@ -147,6 +148,26 @@ async def test_orphan_signal_dies_of_old_age(
     assert 1 < row["attempts"] < relay.max_attempts
     assert row["last_error"] == "parent_missing"
     assert await target_count(db, signal_id) == 0
+
+
+async def test_age_kills_a_waiting_child_never_a_parent(db: Any) -> None:
+    """Both rows are older than the max age (an outage spent it) and both miss: the orphan signal dies of age,
+    the interaction the target refuses is charged and retried, bounded by its attempts only."""
+    await fetch(
+        db,
+        "alter table analytics.eco_interactions add constraint no_poison"
+        " check (meta ->> 'poison' is null) not valid",
+    )
+    parent = interaction_event(
+        InteractionRow(id=uuid.uuid4(), created_at=datetime.now(UTC), meta={"poison": 1})
+    )
+    orphan = signal_event(uuid.uuid4(), "view", {})
+    await enqueue(db, [parent, orphan])
+    await fetch(db, "update eco_outbox.events set created_at = now() - interval '10 seconds'")
+    outcome = await Relay(db, db, ECO_TARGET, replace(TEST_RELAY, max_age_s=1.0)).run_once()
+    assert (outcome.claimed, outcome.dead, outcome.retried) == (2, 1, 1)
+    states = dict(await fetch(db, "select kind, state || ' ' || attempts from eco_outbox.events"))
+    assert states == {"interaction": "pending 1", "signal": "dead 1"}
 
 
 # (c) backoff ------------------------------------------------------------------------------------------------
@@ -341,3 +362,26 @@ async def test_concurrent_relays_never_claim_the_same_row(db: Any) -> None:
     await wait_for(both_relays, lambda count: count == len(events))
     assert delivered == len(events)
     assert await scalar(db, "select count(*) from analytics.eco_passive_signals") == 40
+
+
+async def test_held_rows_are_logged_per_batch_not_per_row(db: Any) -> None:
+    """A flood of orphans (anyone may post them) is one log line for the batch that holds them, and one for
+    the batch that dead-letters them, each carrying an example row's context and the count."""
+    orphans = [signal_event(uuid.uuid4(), f"s{i}", {}) for i in range(50)]
+    await enqueue(db, orphans)
+    records: list[Any] = []
+    sink = logger.add(lambda message: records.append(message.record), level="INFO")
+    try:
+        relay = Relay(db, db, ECO_TARGET, replace(TEST_RELAY, max_attempts=2, orphan_max_attempts=2))
+        retried = await relay.run_once()
+        await fetch(db, "UPDATE eco_outbox.events SET next_attempt_at = now()")
+        dead = await relay.run_once()
+    finally:
+        logger.remove(sink)
+
+    assert (retried.retried, dead.dead) == (50, 50)
+    lines = [r for r in records if r["name"] == "outbox.relay"]
+    assert [r["message"].split(" ", 2)[:2] for r in lines] == [["retrying", "50"], ["dead-lettered", "50"]]
+    keys = {str(event.key) for event in orphans}
+    assert all(r["extra"]["signal"] in keys and r["extra"]["code"] == "parent_missing" for r in lines)
+    assert [r["extra"]["attempt"] for r in lines] == [1, 2]

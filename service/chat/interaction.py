@@ -19,7 +19,7 @@ from loguru import logger
 
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
-from outbox.events import OutboxEvent
+from outbox.events import EnqueueResult, OutboxEvent
 from service.chat.responder import Responder, ResponderError, estimate_tokens
 from service.chat.schemas import AskInput
 from service.target.rows import InteractionRow, completion_event, interaction_event, signal_event
@@ -37,6 +37,11 @@ ERROR_COMPLETION_DEFERRED = "completion_deferred"
 def _epoch_ms() -> int:
     """Now as the ECO app reads `at`: epoch milliseconds, a number."""
     return time.time_ns() // 1_000_000
+
+
+# Work that outlives the request that started it (a completion after the client left): referenced here, since
+# the event loop keeps only weak references to tasks.
+_BACKGROUND: set[asyncio.Future[Any]] = set()
 
 
 class DuplicateClientMessage(Exception):
@@ -115,7 +120,14 @@ class InteractionRun:
         )
         if self.client_message_id:
             prompt_ready = replace(prompt_ready, dedupe_key=f"prompt_ready:{self.client_message_id}")
-        [result, _] = await self._writer.enqueue([interaction_event(self._row), prompt_ready])
+        opening = asyncio.ensure_future(self._writer.enqueue([interaction_event(self._row), prompt_ready]))
+        try:
+            [result, _] = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The client left while the interaction was being stored: if it is stored, it is completed.
+            _BACKGROUND.add(opening)
+            opening.add_done_callback(self._complete_if_opened)
+            raise
         if not result.inserted:
             raise DuplicateClientMessage(self.client_message_id)
         return "prompt_ready", {
@@ -125,6 +137,14 @@ class InteractionRun:
             "at": _epoch_ms(),
             "sinceStartMs": since,
         }
+
+    def _complete_if_opened(self, opening: asyncio.Future[list[EnqueueResult]]) -> None:
+        _BACKGROUND.discard(opening)
+        if opening.cancelled() or opening.exception() is not None or not opening.result()[0].inserted:
+            return
+        completing = asyncio.ensure_future(self.complete(FINISH_CLIENT_DISCONNECT))
+        _BACKGROUND.add(completing)
+        completing.add_done_callback(_BACKGROUND.discard)
 
     async def events(self) -> AsyncIterator[Event]:
         """first_token, chunk*, latency, done (or error then done); the completion is durable before done."""

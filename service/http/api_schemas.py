@@ -183,8 +183,10 @@ class LoopFailureSchema(Schema):
     class_ = fields.String(
         required=True,
         data_key="class",
-        validate=validate.OneOf(["outage", "refused", "not_ready"]),
-        metadata={"description": "outage (database unreachable), not_ready (every row would fail)"},
+        validate=validate.OneOf(["outage", "refused", "not_ready", "internal"]),
+        metadata={
+            "description": "outage (database unreachable), not_ready (every row would fail), internal (a bug)"
+        },
     )
     error = fields.String(required=True, metadata={"description": "SQLSTATE and message"})
 

@@ -26,18 +26,16 @@ _NAMES = ", ".join(INTERACTION_COLUMNS)
 _VALUES = ", ".join("coalesce(meta, '{}'::jsonb)" if name == "meta" else name for name in INTERACTION_COLUMNS)
 
 INSERT_INTERACTIONS_SQL = f"""
-WITH rows AS (
-    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({_RECORD})
-), inserted AS (
-    INSERT INTO analytics.eco_interactions ({_NAMES})
-    SELECT {_VALUES}
-    FROM rows
-    ON CONFLICT DO NOTHING
-    RETURNING id
-)
-SELECT rows.id::text FROM rows
-WHERE rows.id IN (SELECT id FROM inserted)
-   OR EXISTS (SELECT 1 FROM analytics.eco_interactions i WHERE i.id = rows.id)
+INSERT INTO analytics.eco_interactions ({_NAMES})
+SELECT {_VALUES}
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({_RECORD})
+ON CONFLICT DO NOTHING
+RETURNING id::text
+"""
+
+# Run as a statement of its own: see deliver_interactions.
+EXISTING_INTERACTIONS_SQL = """
+SELECT id::text FROM analytics.eco_interactions WHERE id = ANY(CAST(%(ids)s AS uuid[]))
 """
 
 # A completion may reach the target before its creation (another relay holds that row): it then inserts the
@@ -96,8 +94,19 @@ def _rows_json(payloads: Sequence[str]) -> str:
 
 
 async def deliver_interactions(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
+    """A creation is delivered when its row is in the target once the INSERT is over, whoever wrote it.
+
+    The rows the INSERT skipped are looked up in a second statement, not in the INSERT's own: under READ
+    COMMITTED one statement sees one snapshot, and an INSERT that waited on a concurrent writer's row (the
+    completion of the same interaction, upserted by another relay) skips it once that writer commits, while
+    a subquery of the same statement still cannot see it. Only a row that is absent after that (another
+    interaction holds its message_id) is held as a conflict."""
     await cur.execute(INSERT_INTERACTIONS_SQL, {"rows": _rows_json(payloads)})
     written = {row[0] for row in await cur.fetchall()}
+    skipped = [key for key in keys if key not in written]
+    if skipped:
+        await cur.execute(EXISTING_INTERACTIONS_SQL, {"ids": skipped})
+        written.update(row[0] for row in await cur.fetchall())
     return DeliveryResult(
         delivered=written,
         held={key: "message_id_conflict" for key in keys if key not in written},

@@ -71,7 +71,7 @@ async def test_a_child_waits_for_its_parent_and_is_released_when_it_lands(
 
     await writer.enqueue([parent_event(parent, "late")])
     landed = await relay.run_once()
-    assert landed.released_groups == [str(parent)]
+    assert landed.release_groups == [str(parent)]
     # Released: due now, not after its minute of backoff.
     again = await relay.run_once()
     assert again.delivered == 1
@@ -122,3 +122,33 @@ async def test_a_relay_leaves_kinds_its_target_does_not_deliver(db: aiopg.Pool, 
         (PARENT, "delivered", 1),
     ]
     assert await relay._seconds_until_due() == TEST_RELAY.poll_s
+
+
+async def test_a_kind_no_release_took_within_the_max_age_dies_alone(
+    db: aiopg.Pool, writer: OutboxWriter
+) -> None:
+    """A kind left behind by a release that rolled back: once older than the max age, no relay that knows it
+    took it, and it is dead-lettered as unknown_kind in the same pass that delivers the rest, kept for a
+    requeue once a release that knows it runs again."""
+    parent, orphaned = uuid.uuid4(), uuid.uuid4()
+    await writer.enqueue(
+        [parent_event(parent, "p"), child_event(orphaned, "left"), parent_event(orphaned, "q")]
+    )
+    await fetch(
+        db, "UPDATE eco_outbox.events SET created_at = now() - interval '2 hours' WHERE kind = %s", [CHILD]
+    )
+    relay = Relay(db, db, Target(deliverers={PARENT: deliver_parents}), TEST_RELAY)
+
+    outcome = await relay.run_once()
+
+    assert (outcome.claimed, outcome.delivered, outcome.dead) == (3, 2, 1)
+    assert await fetch(
+        db, "SELECT kind, state, attempts, last_error FROM eco_outbox.events ORDER BY kind, seq"
+    ) == [
+        (CHILD, "dead", 1, "unknown_kind"),
+        (PARENT, "delivered", 1, None),
+        (PARENT, "delivered", 1, None),
+    ]
+    assert len(await admin.requeue(db)) == 1
+    assert (await Relay(db, db, TOY_TARGET, TEST_RELAY).run_once()).delivered == 1
+    assert await fetch(db, "SELECT parent_id, note FROM toy.children") == [(orphaned, "left")]

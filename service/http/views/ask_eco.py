@@ -32,7 +32,8 @@ from service.http.headers import (
 )
 from service.http.metrics import OPEN_STREAMS
 from service.http.payload import check_text, parse_json, read_json
-from service.keys import CONFIG, DEFERRED, RESPONDER, STREAMS, WRITER
+from service.keys import CONFIG, DATABASES, DEFERRED, RESPONDER, STREAMS, WRITER
+from service.target.message_ids import target_holds_message_id
 
 # `stream` (body or query) values that choose the stream, as the ECO backend read them.
 STREAM_TRUE = frozenset({"true", "1", "yes"})
@@ -94,6 +95,10 @@ async def ask_eco(request: web.Request) -> web.StreamResponse:
         client_message_id=header_text(request, HEADER_CLIENT_MESSAGE_ID) or ask.client_message_id,
     )
     try:
+        if run.client_message_id and await target_holds_message_id(
+            request.app[DATABASES].target, run.client_message_id
+        ):
+            raise DuplicateClientMessage(run.client_message_id)
         prompt_ready = await run.open()
     except DuplicateClientMessage as exc:
         raise ApiError(
@@ -161,11 +166,12 @@ async def _stream(
         # A client that stops reading is cut off instead of holding the stream (and its buffer) open.
         send_timeout=request.app[CONFIG].sse_send_timeout_s,
     )
-    await response.prepare(request)
     streams.add(run)
     OPEN_STREAMS.inc()
     sequence = 0
     try:
+        # Inside the try: a client that leaves before the stream starts still completes the interaction.
+        await response.prepare(request)
         async with response:
             try:
                 async with aclosing(run.events()) as events:

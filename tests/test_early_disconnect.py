@@ -1,0 +1,107 @@
+"""An interaction that was started is completed, however early its client leaves, and a 503 is only given
+for rows that were not stored: while the interaction is being written (the INSERT waits on a lock), between
+its commit and the stream's first byte, and when the intake deadline passes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import aiopg
+import pytest
+from aiohttp_sse import EventSourceResponse
+
+from outbox.enqueue import OutboxWriter
+from outbox.errors import DatabaseUnavailable
+from service.app import create_app
+from service.chat import interaction
+from service.config import Config
+from service.target.rows import signal_event
+from tests.helpers import fetch, probe, scalar, wait_for
+from tests.test_ask_eco import SSE, serve
+
+LOCK_INTAKE_SQL = "BEGIN; LOCK TABLE eco_outbox.events IN SHARE MODE"
+INTAKE_WAITING_SQL = (
+    "select count(*) from pg_stat_activity"
+    " where wait_event_type = 'Lock' and query like '%%INSERT INTO eco_outbox.events%%'"
+)
+COMPLETION_SQL = (
+    "select payload->'meta'->>'finish_reason' from eco_outbox.events where kind = 'interaction_completion'"
+)
+
+
+async def finish_reason(db: aiopg.Pool) -> str | None:
+    return await wait_for(lambda: scalar(db, COMPLETION_SQL), lambda reason: reason is not None)
+
+
+@pytest.fixture
+async def intake_lock(database_url: str) -> AsyncIterator[aiopg.Cursor]:
+    """A session that can hold every outbox INSERT back (SHARE blocks writers, not readers)."""
+    async with aiopg.connect(database_url, enable_hstore=False) as conn, conn.cursor() as cur:
+        yield cur
+
+
+async def test_a_client_gone_while_its_interaction_is_written_completes_it(
+    make_config: Callable[..., Config], db: aiopg.Pool, intake_lock: aiopg.Cursor
+) -> None:
+    app = create_app(make_config())
+    async with serve(app, handler_cancellation=True) as url, aiohttp.ClientSession() as session:
+        await intake_lock.execute(LOCK_INTAKE_SQL)
+        asking = asyncio.create_task(session.post(url / "api/ask-eco", json={"message": "Olá"}, headers=SSE))
+        await wait_for(lambda: scalar(db, INTAKE_WAITING_SQL), lambda waiting: waiting == 1)
+        asking.cancel()
+        # The handler was cancelled inside open(), and left the write to finish on its own.
+        await wait_for(probe(lambda: len(interaction._BACKGROUND)), lambda pending: pending > 0)
+        await intake_lock.execute("COMMIT")
+        assert await finish_reason(db) == "client_disconnect"
+        await wait_for(probe(lambda: len(interaction._BACKGROUND)), lambda pending: pending == 0)
+
+
+@pytest.mark.parametrize("gone", ["cancelled", "reset"])
+async def test_a_client_gone_before_the_stream_starts_completes_it(
+    make_config: Callable[..., Config], db: aiopg.Pool, monkeypatch: pytest.MonkeyPatch, gone: str
+) -> None:
+    """The interaction is committed; the client leaves before the response is prepared: the handler is
+    cancelled there, or the first write finds the connection reset."""
+    preparing = asyncio.Event()
+
+    async def prepare_for_a_gone_client(self: EventSourceResponse, request: Any) -> None:
+        preparing.set()
+        if gone == "reset":
+            raise ConnectionResetError("the client is gone")
+        await asyncio.Event().wait()  # until the handler is cancelled
+
+    monkeypatch.setattr(EventSourceResponse, "prepare", prepare_for_a_gone_client)
+    app = create_app(make_config())
+    async with serve(app, handler_cancellation=True) as url, aiohttp.ClientSession() as session:
+        asking = asyncio.create_task(session.post(url / "api/ask-eco", json={"message": "Olá"}, headers=SSE))
+        await asyncio.wait_for(preparing.wait(), timeout=10)
+        asking.cancel()
+        assert await finish_reason(db) == "client_disconnect"
+
+
+async def test_a_503_at_the_deadline_is_true_and_its_retry_is_a_normal_answer(
+    db: aiopg.Pool, intake_lock: aiopg.Cursor
+) -> None:
+    """One flusher; the first request's INSERT waits on a lock, the second waits in the queue. Both outlive
+    the deadline and get a 503: the first because its statement's own timeout cancelled it, the second
+    because it never left the queue. Neither is stored, so once the lock goes both retries are new."""
+    writer = OutboxWriter(db, flushers=1, timeout_s=0.3)
+    await writer.start()
+    try:
+        first, second = signal_event(uuid.uuid4(), "a", {}), signal_event(uuid.uuid4(), "b", {})
+        await intake_lock.execute(LOCK_INTAKE_SQL)
+        answers = await asyncio.gather(
+            writer.enqueue([first]), writer.enqueue([second]), return_exceptions=True
+        )
+        assert [type(answer) for answer in answers] == [DatabaseUnavailable, DatabaseUnavailable]
+        await intake_lock.execute("COMMIT")
+        assert await fetch(db, "select count(*) from eco_outbox.events") == [(0,)]
+        [again_first] = await writer.enqueue([first])
+        [again_second] = await writer.enqueue([second])
+        assert (again_first.inserted, again_second.inserted) == (True, True)
+    finally:
+        await writer.close()
