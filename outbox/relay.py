@@ -71,11 +71,6 @@ class RelaySettings:
     orphan_max_attempts: int = 12
     # Delivery loops: one's Python work overlaps the other's wait on the database (see README, Performance).
     loops: int = 2
-    retention_s: float = 7 * 24 * 3600.0
-    # Dead rows are purged too, after their own retention: orphans anyone may post must not pile up forever.
-    dead_retention_s: float = 7 * 24 * 3600.0
-    purge_batch: int = 1000
-    purge_interval_s: float = 60.0
     backoff: Backoff = field(default_factory=Backoff)
     # Pause after the outbox or the target failed, doubling up to the cap while it stays down.
     outage_pause_min_s: float = 0.1
