@@ -51,6 +51,11 @@ CLIENT_GONE: tuple[type[BaseException], ...] = (ConnectionResetError, asyncio.Ca
 _BACKGROUND: set[asyncio.Future[Any]] = set()
 
 
+def _error(code: str, message: str) -> Event:
+    """The `error` event; `done` follows it, always."""
+    return "error", {"type": "error", "code": code, "message": message}
+
+
 class DuplicateClientMessage(Exception):
     """An interaction with this client_message_id exists already: the ask adds no row (HTTP answers 409)."""
 
@@ -220,8 +225,7 @@ class InteractionRun:
                     "the failed stream's completion was refused"
                 )
             self.finish_reason = FINISH_ERROR
-            error = {"type": "error", "code": "stream_failed", "message": "the reply could not be completed"}
-            await send("error", error)
+            await send(*_error("stream_failed", "the reply could not be completed"))
             await send("done", self._done(self._since_start_ms()))
 
     async def events(self) -> AsyncIterator[Event]:
@@ -250,13 +254,10 @@ class InteractionRun:
             logger.bind(interaction_id=str(self.interaction_id), code=exc.code).warning(
                 "responder failed: {}", exc
             )
-            yield "error", {"type": "error", "code": exc.code, "message": exc.message}
+            yield _error(exc.code, exc.message)
         except _Stopped:
             self.finish_reason = FINISH_SHUTDOWN
-            yield (
-                "error",
-                {"type": "error", "code": FINISH_SHUTDOWN, "message": "the server is shutting down"},
-            )
+            yield _error(FINISH_SHUTDOWN, "the server is shutting down")
         except Exception:
             # A responder bug must still end the stream (error, then done) and complete the interaction;
             # left to the middleware, the client would wait on an open stream that never ends.
@@ -264,10 +265,7 @@ class InteractionRun:
             logger.bind(interaction_id=str(self.interaction_id), code="responder_failed").exception(
                 "responder crashed"
             )
-            yield (
-                "error",
-                {"type": "error", "code": "responder_failed", "message": "the reply could not be produced"},
-            )
+            yield _error("responder_failed", "the reply could not be produced")
         finally:
             await stream.aclose()
         total_ms = self._since_start_ms()
@@ -284,13 +282,9 @@ class InteractionRun:
         )
         if not await self._complete(self.finish_reason or FINISH_STOP):
             self.finish_reason = FINISH_ERROR
-            yield (
-                "error",
-                {
-                    "type": "error",
-                    "code": ERROR_COMPLETION_DEFERRED,
-                    "message": "the reply could not be recorded yet; it will be once the database is back",
-                },
+            yield _error(
+                ERROR_COMPLETION_DEFERRED,
+                "the reply could not be recorded yet; it will be once the database is back",
             )
         yield "done", self._done(total_ms)
 
