@@ -1,7 +1,8 @@
 """One ask-eco interaction, from the outbox write before `prompt_ready` to its completion.
 
-The SSE and the JSON views both drive an `InteractionRun`; it yields the SPEC's events in order and records
-the completion (tokens, latency, finish reason) through the outbox exactly once, however the run ends.
+The SSE and the JSON views both open an `InteractionRun` and use it as an async context manager: it yields
+the SPEC's events in order, and its exit records the completion (tokens, latency, finish reason) through the
+outbox exactly once, with the reason that exit gives, however the run ends. The views only send.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 from loguru import logger
@@ -25,6 +28,7 @@ from service.chat.schemas import AskInput
 from service.target.rows import InteractionRow, completion_event, interaction_event, signal_event
 
 Event = tuple[str, dict[str, Any]]
+Send = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 FINISH_STOP = "stop"
 FINISH_ERROR = "error"
@@ -39,9 +43,17 @@ def _epoch_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# How a client that left shows in the task serving it: its transport reset, or the handler cancelled.
+CLIENT_GONE: tuple[type[BaseException], ...] = (ConnectionResetError, asyncio.CancelledError)
+
 # Work that outlives the request that started it (a completion after the client left): referenced here, since
 # the event loop keeps only weak references to tasks.
 _BACKGROUND: set[asyncio.Future[Any]] = set()
+
+
+def _error(code: str, message: str) -> Event:
+    """The `error` event; `done` follows it, always."""
+    return "error", {"type": "error", "code": code, "message": message}
 
 
 class DuplicateClientMessage(Exception):
@@ -53,6 +65,8 @@ class _Stopped(Exception):
 
 
 class InteractionRun:
+    """One interaction: `open()` stores it, then `async with run:` around sending its events ends it."""
+
     def __init__(
         self,
         writer: OutboxWriter,
@@ -83,6 +97,7 @@ class InteractionRun:
         # The task awaiting the responder's next piece, while it awaits: the one a stop cancels.
         self._reading: asyncio.Task[Any] | None = None
         self.finish_reason: str | None = None
+        self._prompt_ready: Event | None = None
         self._row = InteractionRow(
             id=self.interaction_id,
             created_at=self._started_at,
@@ -109,9 +124,10 @@ class InteractionRun:
         if self._reading is not None:
             self._reading.cancel()
 
-    async def open(self) -> Event:
+    async def open(self) -> None:
         """Commit the interaction and its `prompt_ready` telemetry in one statement; only then may
-        `prompt_ready` (and any header) be sent. A repeated client_message_id conflicts on both rows."""
+        `prompt_ready` (the first event) and any header be sent. A repeated client_message_id conflicts on
+        both rows. Enter the run right after: from here on, only its exit completes it."""
         since = self._since_start_ms()
         prompt_ready = signal_event(
             self.interaction_id,
@@ -130,24 +146,81 @@ class InteractionRun:
             raise
         if not result.inserted:
             raise DuplicateClientMessage(self.client_message_id)
-        return "prompt_ready", {
-            "type": "prompt_ready",
-            "interaction_id": str(self.interaction_id),
-            "streamId": str(self.stream_id),
-            "at": _epoch_ms(),
-            "sinceStartMs": since,
-        }
+        self._prompt_ready = (
+            "prompt_ready",
+            {
+                "type": "prompt_ready",
+                "interaction_id": str(self.interaction_id),
+                "streamId": str(self.stream_id),
+                "at": _epoch_ms(),
+                "sinceStartMs": since,
+            },
+        )
 
     def _complete_if_opened(self, opening: asyncio.Future[list[EnqueueResult]]) -> None:
         _BACKGROUND.discard(opening)
         if opening.cancelled() or opening.exception() is not None or not opening.result()[0].inserted:
             return
-        completing = asyncio.ensure_future(self.complete(FINISH_CLIENT_DISCONNECT))
+        completing = asyncio.ensure_future(self._complete(FINISH_CLIENT_DISCONNECT))
         _BACKGROUND.add(completing)
         completing.add_done_callback(_BACKGROUND.discard)
 
+    async def __aenter__(self) -> InteractionRun:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """The one place a run ends. A block that ran to its end keeps the reason its events gave (stop,
+        error, server_shutdown); a client gone is `client_disconnect`; any other exception is `error`. A
+        completion already tried (before `done`, or by a failed stream) had its outcome met there."""
+        if self._completion is not None and self._completion.done():
+            return
+        if exc is None:
+            reason = FINISH_STOP
+        elif isinstance(exc, CLIENT_GONE):
+            reason = FINISH_CLIENT_DISCONNECT
+        else:
+            reason = FINISH_ERROR
+        try:
+            await self._complete(reason)
+        except Exception:
+            if exc is None:
+                raise
+            # The block's own exception says more than its completion's: that one goes on up.
+            logger.bind(interaction_id=str(self.interaction_id), code="completion_failed").exception(
+                "the failed run's completion was refused"
+            )
+
+    async def stream_to(self, send: Send) -> None:
+        """Send every event through `send`. The status line is out before the first: a failure past it ends
+        the stream here (error, then done); raised to the error middleware, it would write a second HTTP
+        response into the open body. A client gone goes on up, to the run's exit."""
+        try:
+            async with aclosing(self.events()) as events:
+                async for name, data in events:
+                    await send(name, data)
+        except CLIENT_GONE:
+            raise
+        except Exception:
+            logger.bind(interaction_id=str(self.interaction_id), code="stream_failed").exception(
+                "stream failed after its first byte"
+            )
+            try:
+                await self._complete(FINISH_ERROR)
+            except Exception:
+                logger.bind(interaction_id=str(self.interaction_id), code="completion_failed").exception(
+                    "the failed stream's completion was refused"
+                )
+            self.finish_reason = FINISH_ERROR
+            await send(*_error("stream_failed", "the reply could not be completed"))
+            await send("done", self._done(self._since_start_ms()))
+
     async def events(self) -> AsyncIterator[Event]:
-        """first_token, chunk*, latency, done (or error then done); the completion is durable before done."""
+        """prompt_ready, first_token, chunk*, latency, done (or error then done); the completion is durable
+        before done."""
+        assert self._prompt_ready is not None, "events of a run not opened"
+        yield self._prompt_ready
         stream = self._responder.stream(self._ask.messages)
         try:
             while True:
@@ -169,13 +242,10 @@ class InteractionRun:
             logger.bind(interaction_id=str(self.interaction_id), code=exc.code).warning(
                 "responder failed: {}", exc
             )
-            yield "error", {"type": "error", "code": exc.code, "message": exc.message}
+            yield _error(exc.code, exc.message)
         except _Stopped:
             self.finish_reason = FINISH_SHUTDOWN
-            yield (
-                "error",
-                {"type": "error", "code": FINISH_SHUTDOWN, "message": "the server is shutting down"},
-            )
+            yield _error(FINISH_SHUTDOWN, "the server is shutting down")
         except Exception:
             # A responder bug must still end the stream (error, then done) and complete the interaction;
             # left to the middleware, the client would wait on an open stream that never ends.
@@ -183,10 +253,7 @@ class InteractionRun:
             logger.bind(interaction_id=str(self.interaction_id), code="responder_failed").exception(
                 "responder crashed"
             )
-            yield (
-                "error",
-                {"type": "error", "code": "responder_failed", "message": "the reply could not be produced"},
-            )
+            yield _error("responder_failed", "the reply could not be produced")
         finally:
             await stream.aclose()
         total_ms = self._since_start_ms()
@@ -201,15 +268,11 @@ class InteractionRun:
                 "total_latency_ms": total_ms,
             },
         )
-        if not await self.complete(self.finish_reason or FINISH_STOP):
+        if not await self._complete(self.finish_reason or FINISH_STOP):
             self.finish_reason = FINISH_ERROR
-            yield (
-                "error",
-                {
-                    "type": "error",
-                    "code": ERROR_COMPLETION_DEFERRED,
-                    "message": "the reply could not be recorded yet; it will be once the database is back",
-                },
+            yield _error(
+                ERROR_COMPLETION_DEFERRED,
+                "the reply could not be recorded yet; it will be once the database is back",
             )
         yield "done", self._done(total_ms)
 
@@ -274,19 +337,13 @@ class InteractionRun:
             },
         }
 
-    async def complete(self, finish_reason: str) -> bool:
+    async def _complete(self, finish_reason: str) -> bool:
         """Record how the interaction ended, once: True when it is durable, False when the outbox was down and
         it is held for a retry. Shielded: a cancelled handler still completes it."""
         if self._completion is None:
             self.finish_reason = self.finish_reason or finish_reason
             self._completion = asyncio.ensure_future(self._deferred.write(self._completion_events()))
         return await asyncio.shield(self._completion)
-
-    def failure(self, code: str, message: str) -> list[Event]:
-        """The stream's last two frames after a failure the run itself did not catch: error, then done."""
-        self.finish_reason = FINISH_ERROR
-        error = {"type": "error", "code": code, "message": message}
-        return [("error", error), ("done", self._done(self._since_start_ms()))]
 
     def _completion_events(self) -> list[OutboxEvent]:
         total_ms = self._since_start_ms()

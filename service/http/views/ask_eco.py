@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import json
 import uuid
 from collections.abc import Mapping
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import replace
 
 from aiohttp import hdrs, web
 from aiohttp_sse import EventSourceResponse
-from loguru import logger
 
-from service.chat.interaction import (
-    FINISH_CLIENT_DISCONNECT,
-    FINISH_ERROR,
-    DuplicateClientMessage,
-    InteractionRun,
-)
+from service.chat.interaction import DuplicateClientMessage, InteractionRun
 from service.chat.schemas import as_uuid, ask_schema
 from service.http.errors import ApiError, validation_failed
 from service.http.headers import (
@@ -99,13 +93,13 @@ async def ask_eco(request: web.Request) -> web.StreamResponse:
             request.app[DATABASES].target, run.client_message_id
         ):
             raise DuplicateClientMessage(run.client_message_id)
-        prompt_ready = await run.open()
+        await run.open()
     except DuplicateClientMessage as exc:
         raise ApiError(
             409, "duplicate_client_message_id", "an interaction with this client_message_id already exists"
         ) from exc
     if _wants_stream(request, ask.stream):
-        return await _stream(request, run, prompt_ready)
+        return await _stream(request, run)
     return await _json(run)
 
 
@@ -130,33 +124,20 @@ def _answer_headers(run: InteractionRun) -> dict[str, str]:
 async def _json(run: InteractionRun) -> web.Response:
     done: dict[str, object] = {}
     error: dict[str, object] | None = None
-    try:
+    async with run:
         async with aclosing(run.events()) as events:
             async for name, data in events:
                 if name == "done":
                     done = data
                 elif name == "error":
                     error = {"code": data["code"], "message": data["message"]}
-    except asyncio.CancelledError:
-        await run.complete(FINISH_CLIENT_DISCONNECT)
-        raise
     body = {key: done[key] for key in ("interaction_id", "content", "index", "meta", "payload")}
     if error is not None:
         body["error"] = error
     return web.json_response(body, headers=_answer_headers(run))
 
 
-async def _send(response: EventSourceResponse, sequence: int, name: str, data: dict[str, object]) -> None:
-    try:
-        await response.send(json.dumps(data, ensure_ascii=False), id=str(sequence), event=name)
-    except TimeoutError as exc:
-        # aiohttp-sse aborted a client that read nothing for send_timeout: it is gone, as a reset one is.
-        raise ConnectionResetError("the client stopped reading") from exc
-
-
-async def _stream(
-    request: web.Request, run: InteractionRun, prompt_ready: tuple[str, dict]
-) -> web.StreamResponse:
+async def _stream(request: web.Request, run: InteractionRun) -> web.StreamResponse:
     streams = request.app[STREAMS]
     response = EventSourceResponse(
         headers=_answer_headers(run),
@@ -166,43 +147,25 @@ async def _stream(
         # A client that stops reading is cut off instead of holding the stream (and its buffer) open.
         send_timeout=request.app[CONFIG].sse_send_timeout_s,
     )
+    sequence = itertools.count(1)
+
+    async def send(name: str, data: dict[str, object]) -> None:
+        try:
+            await response.send(json.dumps(data, ensure_ascii=False), id=str(next(sequence)), event=name)
+        except TimeoutError as exc:
+            # aiohttp-sse aborted a client that read nothing for send_timeout: it is gone, as a reset one is.
+            raise ConnectionResetError("the client stopped reading") from exc
+
     streams.add(run)
     OPEN_STREAMS.inc()
-    sequence = 0
     try:
-        # Inside the try: a client that leaves before the stream starts still completes the interaction.
-        await response.prepare(request)
-        async with response:
-            try:
-                async with aclosing(run.events()) as events:
-                    name, data = prompt_ready
-                    sequence += 1
-                    await _send(response, sequence, name, data)
-                    async for name, data in events:
-                        sequence += 1
-                        await _send(response, sequence, name, data)
-            except (ConnectionResetError, asyncio.CancelledError):
-                raise
-            except Exception:
-                # The status line is sent: a failure now ends this stream (error, then done); raised to the
-                # error middleware, it would write a second HTTP response into the open body.
-                logger.bind(interaction_id=str(run.interaction_id), code="stream_failed").exception(
-                    "stream failed after its first byte"
-                )
-                try:
-                    await run.complete(FINISH_ERROR)
-                except Exception:
-                    logger.bind(interaction_id=str(run.interaction_id), code="completion_failed").exception(
-                        "the failed stream's completion was refused"
-                    )
-                for name, data in run.failure("stream_failed", "the reply could not be completed"):
-                    sequence += 1
-                    await _send(response, sequence, name, data)
-    except asyncio.CancelledError:
-        await run.complete(FINISH_CLIENT_DISCONNECT)
-        raise
-    except ConnectionResetError:
-        await run.complete(FINISH_CLIENT_DISCONNECT)
+        # The run's exit has completed the interaction of a client gone; there is no one to answer.
+        with suppress(ConnectionResetError):
+            async with run:
+                # Inside the run: a client that leaves before the stream starts still completes it.
+                await response.prepare(request)
+                async with response:
+                    await run.stream_to(send)
     finally:
         streams.discard(run)
         OPEN_STREAMS.dec()
