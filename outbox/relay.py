@@ -71,11 +71,6 @@ class RelaySettings:
     orphan_max_attempts: int = 12
     # Delivery loops: one's Python work overlaps the other's wait on the database (see README, Performance).
     loops: int = 2
-    retention_s: float = 7 * 24 * 3600.0
-    # Dead rows are purged too, after their own retention: orphans anyone may post must not pile up forever.
-    dead_retention_s: float = 7 * 24 * 3600.0
-    purge_batch: int = 1000
-    purge_interval_s: float = 60.0
     backoff: Backoff = field(default_factory=Backoff)
     # Pause after the outbox or the target failed, doubling up to the cap while it stays down.
     outage_pause_min_s: float = 0.1
@@ -116,6 +111,8 @@ PAUSE_CLAIMED = "claimed"
 PAUSE_MARKED = "marked"
 PAUSE_COMMITTED = "committed"
 Pause = Callable[[str], Awaitable[None]]
+# The claim's last renewal, which a target transaction runs just before it commits (Relay._claim_renewed).
+Fence = Callable[[], Awaitable[None]]
 
 
 async def _no_pause(point: str) -> None:
@@ -372,8 +369,8 @@ class Relay:
                     return outcome
                 outcome.claimed = len(rows)
                 await self._pause_at(PAUSE_CLAIMED)
-                async with self._claim_renewed(cur):
-                    results = await self._deliver(rows)
+                async with self._claim_renewed(cur) as fence:
+                    results = await self._deliver(rows, fence)
                 await self._mark(cur, rows, results, outcome)
                 await self._regroup_unresolved(cur, rows, results)
                 await self._pause_at(PAUSE_MARKED)
@@ -386,14 +383,18 @@ class Relay:
         return outcome
 
     @asynccontextmanager
-    async def _claim_renewed(self, cur: Cursor) -> AsyncIterator[None]:
-        """Keep the claim while the target is written.
+    async def _claim_renewed(self, cur: Cursor) -> AsyncIterator[Fence]:
+        """Keep the claim while the target is written, and hand out the fence the target's commit passes.
 
         The claim's lease is its session's idle time (`idle_in_transaction_session_timeout`), and that
         session sits idle while the relay works on the target's connection: a target phase longer than the
         claim timeout (a remote target, a bisection) would lose the claim every time. So the claim's session
         runs a trivial statement every third of the timeout, from a task of this process: a relay that
         freezes stops renewing with it, and loses its claim as before.
+
+        A relay frozen after its claim was read and woken after the claim was ended would go on to write
+        rows another relay has since delivered. The fence is one last renewal, run inside the target
+        transaction just before it commits: a claim lost meanwhile fails it, and the target write rolls back.
         """
         done = asyncio.Event()
 
@@ -405,13 +406,20 @@ class Relay:
                 except TimeoutError:
                     await cur.execute(RENEW_CLAIM.sql, RENEW_CLAIM.params)
 
-        renewing = asyncio.create_task(renew())
-        try:
-            yield
-        finally:
+        async def stop_renewing() -> None:
             # Never cancelled mid-statement (aiopg would close the connection): it ends at its next check.
             done.set()
             await asyncio.gather(renewing, return_exceptions=True)
+
+        async def fence() -> None:
+            await stop_renewing()
+            await cur.execute(RENEW_CLAIM.sql, RENEW_CLAIM.params)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield fence
+        finally:
+            await stop_renewing()
 
     async def _release(self, group_keys: list[str]) -> None:
         """Make due now the children of `group_keys` whose parent is delivered, in a statement that starts
@@ -434,7 +442,7 @@ class Relay:
                 ),
             )
 
-    async def _deliver(self, rows: list[ClaimedRow]) -> dict[str, DeliveryResult]:
+    async def _deliver(self, rows: list[ClaimedRow], fence: Fence) -> dict[str, DeliveryResult]:
         by_kind: dict[str, list[ClaimedRow]] = defaultdict(list)
         for row in rows:
             by_kind[row.kind].append(row)
@@ -446,15 +454,15 @@ class Relay:
         }
         known = {kind: batch for kind, batch in by_kind.items() if kind in self._deliverers}
         if known:
-            results |= await self._write_known(known, len(rows))
+            results |= await self._write_known(known, len(rows), fence)
         return results
 
     async def _write_known(
-        self, by_kind: dict[str, list[ClaimedRow]], count: int
+        self, by_kind: dict[str, list[ClaimedRow]], count: int, fence: Fence
     ) -> dict[str, DeliveryResult]:
         """Write the batch in one statement per kind; if that fails for some rows, isolate them."""
         try:
-            return await self._write(by_kind, isolate=False)
+            return await self._write(by_kind, fence, isolate=False)
         except Exception as exc:
             failure = classify(exc)
             if failure not in ISOLATED_FAILURES:
@@ -467,12 +475,13 @@ class Relay:
                 )
             else:
                 log.warning("target refused a row of a batch of {}, isolating it: {}", count, describe(exc))
-        return await self._write(by_kind, isolate=True)
+        return await self._write(by_kind, fence, isolate=True)
 
     async def _write(
-        self, by_kind: dict[str, list[ClaimedRow]], *, isolate: bool
+        self, by_kind: dict[str, list[ClaimedRow]], fence: Fence, *, isolate: bool
     ) -> dict[str, DeliveryResult]:
-        """One statement per kind; with `isolate`, each under a savepoint and bisected when refused."""
+        """One statement per kind; with `isolate`, each under a savepoint and bisected when refused. The
+        target commits only past the claim's fence: while the claim holds."""
         results: dict[str, DeliveryResult] = {}
         budget = _Budget(self._settings.isolation_statements)
         async with self._target.acquire() as conn, conn.cursor() as cur:
@@ -486,6 +495,7 @@ class Relay:
                             results[kind] = await self._deliverers[kind](
                                 cur, [row.key for row in batch], [row.payload for row in batch]
                             )
+                await fence()
         return results
 
     async def _isolate(

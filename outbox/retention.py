@@ -4,6 +4,7 @@ hold up the relay."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import aiopg
 from loguru import logger
@@ -36,36 +37,38 @@ async def purge_dead(pool: aiopg.Pool, retention_s: float, batch: int) -> int:
     return await _purge(pool, PURGE_DEAD_BATCH, retention_s, batch)
 
 
+@dataclass(frozen=True)
+class PurgeSettings:
+    """How long delivered and dead rows are kept, and how the purger removes them."""
+
+    retention_s: float = 7 * 24 * 3600.0
+    # Dead rows are purged too, after their own retention: orphans anyone may post must not pile up forever.
+    dead_retention_s: float = 7 * 24 * 3600.0
+    # Rows per DELETE: a short statement that never holds up the relay.
+    batch: int = 1000
+    interval_s: float = 60.0
+
+
 class Purger(BackgroundTask):
-    """Runs `purge_delivered` and `purge_dead` every `interval_s` until stopped."""
+    """Runs `purge_delivered` and `purge_dead` every `settings.interval_s` until stopped."""
 
     task_name = "outbox-purger"
 
-    def __init__(
-        self,
-        pool: aiopg.Pool,
-        retention_s: float,
-        batch: int,
-        interval_s: float = 60.0,
-        *,
-        dead_retention_s: float = 7 * 24 * 3600.0,
-    ) -> None:
+    def __init__(self, pool: aiopg.Pool, settings: PurgeSettings) -> None:
         super().__init__()
         self._pool = pool
-        self._retention_s = retention_s
-        self._dead_retention_s = dead_retention_s
-        self._batch = batch
-        self._interval_s = interval_s
+        self._settings = settings
 
     async def _run(self) -> None:
+        settings = self._settings
         while True:
             try:
-                purged = await purge_delivered(self._pool, self._retention_s, self._batch)
-                dead = await purge_dead(self._pool, self._dead_retention_s, self._batch)
+                purged = await purge_delivered(self._pool, settings.retention_s, settings.batch)
+                dead = await purge_dead(self._pool, settings.dead_retention_s, settings.batch)
                 self.health.succeeded()
                 if purged or dead:
                     logger.info("purged {} delivered and {} dead outbox rows", purged, dead)
             except CONNECTION_ERRORS as exc:
                 self.health.failed(classify(exc), describe(exc))
                 logger.bind(code="db_unavailable").warning("outbox purge skipped: {}", exc)
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(settings.interval_s)

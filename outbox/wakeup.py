@@ -37,23 +37,14 @@ class NotifyListener(BackgroundTask):
         self._timeout_s = timeout_s
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
-        self.listening = asyncio.Event()
 
     async def _run(self) -> None:
-        try:
-            await self._listen()
-        finally:
-            # Ended by a stop, or by a server-side cancel that the supervisor restarts this loop after.
-            self.listening.clear()
-
-    async def _listen(self) -> None:
         delay_s = self._reconnect_min_s
         while True:
             try:
                 async with aiopg.connect(self._dsn, timeout=self._timeout_s, enable_hstore=False) as conn:
                     async with conn.cursor() as cur:
                         await cur.execute(f"LISTEN {self._channel}")
-                    self.listening.set()
                     self.health.succeeded()
                     delay_s = self._reconnect_min_s
                     self._on_notify()
@@ -61,14 +52,12 @@ class NotifyListener(BackgroundTask):
                         await conn.notifies.get()
                         self._on_notify()
             except CONNECTION_ERRORS as exc:
-                self.listening.clear()
                 self.health.failed(classify(exc), describe(exc))
                 logger.bind(code="listen_lost", delay_ms=round(delay_s * 1000)).warning(
                     "outbox LISTEN connection lost: {}", exc
                 )
             except Exception as exc:
                 # aiopg closes the notifies queue with the connection's own error.
-                self.listening.clear()
                 self.health.failed(classify(exc), describe(exc))
                 logger.bind(code="listen_lost", delay_ms=round(delay_s * 1000)).exception(
                     "outbox LISTEN failed"

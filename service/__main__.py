@@ -1,4 +1,4 @@
-"""Command line: serve (the default), migrate, outbox stats|dead|requeue, ask."""
+"""Command line: serve (the default), migrate, outbox stats|dead|requeue, ask, config."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 from loguru import logger
 
-from service.config import Config, ConfigError
+from service.config import Config, ConfigError, markdown_table
 from service.extras import MissingExtra
 from service.store.migrations import MigrationError
 
@@ -46,7 +46,12 @@ def _run(argv: list[str] | None) -> int:
     ask.add_argument("message")
     ask.add_argument("--url", help="the service (default: http://ECO_HOST:ECO_PORT)")
     ask.add_argument("--timeout-s", type=float, default=60.0, help="longest wait for the next byte")
+    settings = commands.add_parser("config", help="print the configuration's variables")
+    settings.add_argument("--markdown", action="store_true", required=True, help="as the README's table")
     args = parser.parse_args(argv)
+    if args.command == "config":
+        print(markdown_table(), end="")
+        return 0
     config = Config.from_env()
 
     from service.runtime.logs import setup_logging

@@ -17,9 +17,15 @@ from outbox.wakeup import NotifyListener
 from service.chat.interaction import InteractionRegistry
 from service.chat.responder import build_responder
 from service.config import Config
-from service.http.headers import header_middleware, quiet_malformed_requests
-from service.http.metrics import metrics_middleware, zero_http_series
-from service.http.middleware import RATE_LIMITED_ROUTES, error_middleware, rate_limit_middleware
+from service.http.headers import quiet_malformed_requests
+from service.http.metrics import zero_http_series
+from service.http.middleware import (
+    RATE_LIMITED_ROUTES,
+    error_middleware,
+    header_middleware,
+    metrics_middleware,
+    rate_limit_middleware,
+)
 from service.http.ratelimit import RateLimiter
 from service.http.routes import setup_routes
 from service.keys import (
@@ -77,13 +83,7 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout_s=config.enqueue_timeout_s,
     )
     listener = NotifyListener(databases.outbox_dsn, relay.wake, timeout_s=config.db_timeout_s)
-    purger = Purger(
-        databases.outbox,
-        config.relay.retention_s,
-        config.relay.purge_batch,
-        config.relay.purge_interval_s,
-        dead_retention_s=config.relay.dead_retention_s,
-    )
+    purger = Purger(databases.outbox, config.purge)
     deferred = DeferredWrites(writer, max_rows=config.deferred_max_rows, retry_s=config.deferred_retry_s)
     await writer.start()
     deferred.start()

@@ -1,21 +1,25 @@
-"""The service's configuration, read from the environment in one place."""
+"""The service's configuration, read from the environment in one place.
+
+Each variable is declared once, in SETTINGS: its name (and former names), the `Config` field it sets, how it
+is read, its lowest value and its meaning. A field's default is the dataclass's own (the engine's settings
+carry theirs). `Config.from_env` and the README's table (`python -m service config --markdown`) are made
+from SETTINGS, and a value that cannot work is a ConfigError of one line naming the variable."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
-from outbox.backoff import Backoff
 from outbox.relay import RelaySettings
+from outbox.retention import PurgeSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-N = TypeVar("N", int, float)
 IPNetwork = IPv4Network | IPv6Network
 
 
@@ -23,48 +27,44 @@ class ConfigError(ValueError):
     """An environment variable holds a value the service cannot use."""
 
 
-def _number(env: Mapping[str, str], name: str, default: N, minimum: N, parse: Callable[[str], N]) -> N:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def _int(name: str, raw: str) -> int:
     try:
-        value = parse(raw)
+        return int(raw.strip())
     except ValueError as exc:
-        raise ConfigError(f"{name} must be a number ({parse.__name__}), got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
+        raise ConfigError(f"{name} must be a number (int), got {raw.strip()!r}") from exc
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    return _number(env, name, default, minimum, int)
+def _float(name: str, raw: str) -> float:
+    try:
+        return float(raw.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number (float), got {raw.strip()!r}") from exc
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    return _number(env, name, default, minimum, float)
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
+def _bool(name: str, raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in ("1", "true", "yes", "on"):
         return True
-    if raw in ("0", "false", "no", "off"):
+    if word in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+    raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {word!r}")
 
 
-def _aliased(env: Mapping[str, str], name: str, alias: str) -> str:
-    """The variable that is set: `name`, or its older `alias`, kept so that operators' settings still work.
-    Errors then name the variable the operator wrote."""
-    return alias if not env.get(name, "").strip() and env.get(alias, "").strip() else name
+def _text(name: str, raw: str) -> str:
+    return raw
 
 
-def _secret(env: Mapping[str, str], name: str) -> str | None:
+def _level(name: str, raw: str) -> str:
+    return raw.upper()
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
+
+
+def _secret(name: str, raw: str) -> str | None:
     """A token as set; refused when it differs from itself stripped (a secret mounted from a file keeps its
     newline): the token a client presents is stripped, so it could never match."""
-    raw = env.get(name, "")
     if not raw:
         return None
     if raw != raw.strip():
@@ -75,8 +75,8 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
 # The ECO backend's default origins: the production app, its Vercel previews, its dev and preview servers.
@@ -102,10 +102,10 @@ def origin_pattern(entry: str) -> re.Pattern[str] | None:
     return None
 
 
-def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+def _origins(name: str, raw: str) -> tuple[str, ...]:
     """A comma-separated list of allowed origins. Every answer to them allows credentials, so `*` (any
     origin, with credentials) is refused, as is a regular expression that does not compile."""
-    entries = _list(env, name)
+    entries = tuple(dict.fromkeys(_list(raw)))
     for entry in entries:
         if entry == "*":
             raise ConfigError(
@@ -122,21 +122,43 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 MODULE_KEY_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 
 
-def _module_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    keys = _list(env, name)
+def _module_keys(name: str, raw: str) -> tuple[str, ...]:
+    keys = _list(raw)
     for key in keys:
         if re.match(MODULE_KEY_PATTERN, key) is None:
             raise ConfigError(f"{name} lists module keys of letters, digits and _ . : -, got {key!r}")
     return keys
 
 
-def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+def _networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
     try:
-        return tuple(ip_network(item, strict=False) for item in _list(env, name))
+        return tuple(ip_network(item, strict=False) for item in _list(raw))
     except ValueError as exc:
         raise ConfigError(
             f"{name} must list IP addresses or networks (CIDR), comma-separated: {exc}"
         ) from exc
+
+
+@dataclass(frozen=True)
+class ValueType:
+    """How a variable's text is read: `name` is its type in the README's table."""
+
+    name: str
+    parse: Callable[[str, str], Any]
+    # The lowest value a number may take when its setting names no other bound.
+    minimum: float | None = None
+
+
+INT = ValueType("integer", _int, minimum=0)
+FLOAT = ValueType("number", _float, minimum=0.0)
+BOOL = ValueType("boolean", _bool)
+TEXT = ValueType("text", _text)
+LEVEL = ValueType("log level", _level)
+PATH = ValueType("path", _path)
+SECRET = ValueType("secret", _secret)
+ORIGINS = ValueType("origins", _origins)
+MODULE_KEYS = ValueType("module keys", _module_keys)
+NETWORKS = ValueType("networks", _networks)
 
 
 @dataclass(frozen=True)
@@ -198,6 +220,7 @@ class Config:
     # Allocations between young-generation collections when serving (0: Python's default, 700).
     gc_gen0_threshold: int = 20_000
     relay: RelaySettings = field(default_factory=RelaySettings)
+    purge: PurgeSettings = field(default_factory=PurgeSettings)
     sse_ping_s: float = 15.0
     offline_chunk_delay_ms: float = 10.0
     rate_limit_per_s: float = 50.0
@@ -225,115 +248,383 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """The defaults, with each variable of SETTINGS that is set; ConfigError names the first refused."""
         env = os.environ if env is None else env
+        values: dict[str, Any] = {}
         defaults = cls()
-        relay_defaults = RelaySettings()
-        backoff_defaults = Backoff()
-        limit_defaults = Limits()
-        migration_defaults = MigrationSettings()
-        return cls(
-            host=env.get("ECO_HOST", defaults.host),
-            port=_int(env, "ECO_PORT", defaults.port),
-            processes=_int(env, _aliased(env, "ECO_PROCESSES", "ECO_WORKERS"), defaults.processes, minimum=1),
-            database_url=env.get("DATABASE_URL") or None,
-            target_database_url=env.get("TARGET_DATABASE_URL") or None,
-            data_dir=Path(env.get("ECO_DATA_DIR") or defaults.data_dir).expanduser().resolve(),
-            db_pool_max=_int(env, "ECO_DB_POOL_MAX", defaults.db_pool_max, minimum=2),
-            db_timeout_s=_float(env, "ECO_DB_TIMEOUT_S", defaults.db_timeout_s, minimum=0.1),
-            migrations=MigrationSettings(
-                timeout_s=_float(env, "ECO_MIGRATION_TIMEOUT_S", migration_defaults.timeout_s, minimum=1.0),
-                lock_timeout_ms=_int(
-                    env, "ECO_MIGRATION_LOCK_TIMEOUT_MS", migration_defaults.lock_timeout_ms, minimum=1
-                ),
-                retry_pause_s=_float(
-                    env, "ECO_MIGRATION_RETRY_PAUSE_S", migration_defaults.retry_pause_s, minimum=0.01
-                ),
-            ),
-            retry_after_s=_int(env, "ECO_RETRY_AFTER_S", defaults.retry_after_s, minimum=1),
-            intake_batch_max_rows=_int(
-                env, "ECO_INTAKE_BATCH_MAX_ROWS", defaults.intake_batch_max_rows, minimum=1
-            ),
-            intake_batch_wait_ms=_float(env, "ECO_INTAKE_BATCH_WAIT_MS", defaults.intake_batch_wait_ms),
-            intake_flushers=_int(env, "ECO_INTAKE_FLUSHERS", defaults.intake_flushers, minimum=1),
-            enqueue_timeout_s=_float(env, "ECO_ENQUEUE_TIMEOUT_S", defaults.enqueue_timeout_s, minimum=0.1),
-            deferred_max_rows=_int(env, "ECO_DEFERRED_MAX_ROWS", defaults.deferred_max_rows, minimum=1),
-            deferred_retry_s=_float(env, "ECO_DEFERRED_RETRY_S", defaults.deferred_retry_s, minimum=0.01),
-            gc_gen0_threshold=_int(env, "ECO_GC_GEN0_THRESHOLD", defaults.gc_gen0_threshold),
-            relay=RelaySettings(
-                batch_size=_int(env, "ECO_RELAY_BATCH", relay_defaults.batch_size, minimum=1),
-                poll_s=_float(env, "ECO_RELAY_POLL_S", relay_defaults.poll_s, minimum=0.01),
-                max_attempts=_int(env, "ECO_RELAY_MAX_ATTEMPTS", relay_defaults.max_attempts, minimum=1),
-                max_age_s=_float(env, "ECO_RELAY_MAX_AGE_S", relay_defaults.max_age_s, minimum=0.0),
-                orphan_max_attempts=_int(
-                    env, "ECO_RELAY_ORPHAN_MAX_ATTEMPTS", relay_defaults.orphan_max_attempts, minimum=1
-                ),
-                loops=_int(env, _aliased(env, "ECO_RELAY_LOOPS", "ECO_RELAY_WORKERS"), relay_defaults.loops),
-                coalesce_ms=_float(env, "ECO_RELAY_COALESCE_MS", relay_defaults.coalesce_ms),
-                claim_timeout_s=_float(
-                    env, "ECO_RELAY_CLAIM_TIMEOUT_S", relay_defaults.claim_timeout_s, minimum=0.1
-                ),
-                unhealthy_batches=_int(
-                    env, "ECO_RELAY_UNHEALTHY_BATCHES", relay_defaults.unhealthy_batches, minimum=1
-                ),
-                retention_s=_float(env, "ECO_OUTBOX_RETENTION_S", relay_defaults.retention_s),
-                dead_retention_s=_float(env, "ECO_OUTBOX_DEAD_RETENTION_S", relay_defaults.dead_retention_s),
-                purge_interval_s=_float(
-                    env, "ECO_OUTBOX_PURGE_INTERVAL_S", relay_defaults.purge_interval_s, minimum=0.01
-                ),
-                purge_batch=_int(env, "ECO_OUTBOX_PURGE_BATCH", relay_defaults.purge_batch, minimum=1),
-                backoff=Backoff(
-                    base_ms=_float(env, "ECO_RELAY_BACKOFF_BASE_MS", backoff_defaults.base_ms, minimum=1),
-                    cap_ms=_float(env, "ECO_RELAY_BACKOFF_CAP_MS", backoff_defaults.cap_ms, minimum=1),
-                ),
-            ),
-            sse_ping_s=_float(env, "ECO_SSE_PING_S", defaults.sse_ping_s, minimum=0.01),
-            offline_chunk_delay_ms=_float(env, "ECO_OFFLINE_CHUNK_DELAY_MS", defaults.offline_chunk_delay_ms),
-            rate_limit_per_s=_float(env, "ECO_RATE_LIMIT_PER_S", defaults.rate_limit_per_s),
-            rate_limit_burst=_float(env, "ECO_RATE_LIMIT_BURST", defaults.rate_limit_burst, minimum=1),
-            sse_send_timeout_s=_float(
-                env, "ECO_SSE_SEND_TIMEOUT_S", defaults.sse_send_timeout_s, minimum=0.1
-            ),
-            header_timeout_s=_float(env, "ECO_HEADER_TIMEOUT_S", defaults.header_timeout_s, minimum=0.1),
-            body_timeout_s=_float(env, "ECO_BODY_TIMEOUT_S", defaults.body_timeout_s, minimum=0.1),
-            admin_token=_secret(env, "ECO_ADMIN_TOKEN"),
-            # ECO_CORS_ORIGINS replaces the defaults; the ECO backend's CORS_ALLOWLIST adds to them.
-            cors_origins=tuple(
-                dict.fromkeys(
-                    (
-                        _origins(env, "ECO_CORS_ORIGINS")
-                        if "ECO_CORS_ORIGINS" in env
-                        else defaults.cors_origins
-                    )
-                    + _origins(env, "CORS_ALLOWLIST")
+        for setting in SETTINGS:
+            name = setting.variable_in(env)
+            raw = env.get(name)
+            if raw is None or (not raw.strip() and not setting.keep_blank):
+                continue
+            value = setting.read(name, raw)
+            if setting.extends:
+                value = tuple(
+                    dict.fromkeys(values.get(setting.field, default_of(defaults, setting.field)) + value)
                 )
-            ),
-            trusted_proxies=_networks(env, "ECO_TRUSTED_PROXIES"),
-            log_json=_bool(env, "ECO_LOG_JSON", defaults.log_json),
-            log_level=env.get("ECO_LOG_LEVEL", defaults.log_level).upper(),
-            llm_url=env.get("ECO_LLM_URL") or None,
-            llm_api_key=env.get("ECO_LLM_API_KEY") or None,
-            llm_model=env.get("ECO_LLM_MODEL") or defaults.llm_model,
-            llm_timeout_s=_float(env, "ECO_LLM_TIMEOUT_S", defaults.llm_timeout_s, minimum=0.1),
-            llm_modules=_module_keys(env, "ECO_LLM_MODULES"),
-            limits=Limits(
-                signal_body_bytes=_int(
-                    env, "ECO_SIGNAL_MAX_BODY_BYTES", limit_defaults.signal_body_bytes, minimum=64
-                ),
-                ask_body_bytes=_int(env, "ECO_ASK_MAX_BODY_BYTES", limit_defaults.ask_body_bytes, minimum=64),
-                signal_batch_items=_int(
-                    env, "ECO_SIGNAL_MAX_BATCH", limit_defaults.signal_batch_items, minimum=1
-                ),
-                signal_name_chars=_int(
-                    env, "ECO_SIGNAL_MAX_NAME_CHARS", limit_defaults.signal_name_chars, minimum=1
-                ),
-                signal_meta_bytes=_int(
-                    env, "ECO_SIGNAL_MAX_META_BYTES", limit_defaults.signal_meta_bytes, minimum=2
-                ),
-                signal_meta_depth=_int(
-                    env, "ECO_SIGNAL_MAX_META_DEPTH", limit_defaults.signal_meta_depth, minimum=1
-                ),
-                ask_message_chars=_int(
-                    env, "ECO_ASK_MAX_MESSAGE_CHARS", limit_defaults.ask_message_chars, minimum=1
-                ),
-            ),
+            values[setting.field] = value
+        return _replaced(defaults, values, "")
+
+
+def default_of(config: Config, field_path: str) -> Any:
+    """The value of a dotted field path (`relay.backoff.base_ms`) in `config`."""
+    value: Any = config
+    for part in field_path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _replaced(settings: Any, values: Mapping[str, Any], prefix: str) -> Any:
+    """`settings` with the `values` of its (dotted) fields, nested settings rebuilt alike."""
+    changes: dict[str, Any] = {}
+    for item in fields(settings):
+        current = getattr(settings, item.name)
+        path = prefix + item.name
+        if is_dataclass(current):
+            changes[item.name] = _replaced(current, values, path + ".")
+        elif path in values:
+            changes[item.name] = values[path]
+    return replace(settings, **changes)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: the `Config` field it sets (a dotted path), how it is read, its lowest
+    value, and what it means (the README's configuration table is made from these)."""
+
+    name: str
+    field: str
+    type: ValueType
+    help: str
+    minimum: float | None = None
+    # Former names, still read when `name` is not set, so that operators' settings keep working.
+    aliases: tuple[str, ...] = ()
+    # A set but blank value is read (a list set empty is no entry), instead of leaving the default.
+    keep_blank: bool = False
+    # The value adds to the field's (after the variables above it), instead of replacing it.
+    extends: bool = False
+    # The README's default when the field's own value does not say it.
+    shown_default: str | None = None
+
+    @property
+    def bound(self) -> float | None:
+        return self.type.minimum if self.minimum is None else self.minimum
+
+    def variable_in(self, env: Mapping[str, str]) -> str:
+        """The variable that is set: `name`, or a former name. Errors then name the one the operator wrote."""
+        for name in (self.name, *self.aliases):
+            if env.get(name, "").strip():
+                return name
+        return self.name
+
+    def read(self, name: str, raw: str) -> Any:
+        value = self.type.parse(name, raw)
+        if self.bound is not None and value < self.bound:
+            raise ConfigError(f"{name} must be >= {self.bound}, got {value}")
+        return value
+
+
+# Every variable the service reads, once. Config fields missing here are never read from the environment.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ECO_HOST", "host", TEXT, "address to listen on", keep_blank=True),
+    Setting("ECO_PORT", "port", INT, "port"),
+    Setting(
+        "ECO_PROCESSES",
+        "processes",
+        INT,
+        "service processes sharing the port (SO_REUSEPORT), each with its own relay; `/metrics` sums them"
+        " all",
+        minimum=1,
+        aliases=("ECO_WORKERS",),
+    ),
+    Setting(
+        "ECO_GC_GEN0_THRESHOLD",
+        "gc_gen0_threshold",
+        INT,
+        "young-generation GC threshold when serving (`0`: Python's default)",
+    ),
+    Setting(
+        "DATABASE_URL",
+        "database_url",
+        TEXT,
+        "outbox database; unset: an embedded PostgreSQL in `ECO_DATA_DIR`",
+        shown_default="(embedded)",
+    ),
+    Setting(
+        "TARGET_DATABASE_URL",
+        "target_database_url",
+        TEXT,
+        "database with `analytics.eco_interactions` / `eco_passive_signals`",
+        shown_default="`DATABASE_URL`",
+    ),
+    Setting(
+        "ECO_DATA_DIR", "data_dir", PATH, "folder of the embedded PostgreSQL", shown_default="`./.eco-data`"
+    ),
+    Setting("ECO_DB_POOL_MAX", "db_pool_max", INT, "connections per pool", minimum=2),
+    Setting("ECO_DB_TIMEOUT_S", "db_timeout_s", FLOAT, "connect and query timeout", minimum=0.1),
+    Setting(
+        "ECO_MIGRATION_TIMEOUT_S",
+        "migrations.timeout_s",
+        FLOAT,
+        "the start-up migrator's own deadline, lock waits, retries and index builds included",
+        minimum=1.0,
+    ),
+    Setting(
+        "ECO_MIGRATION_LOCK_TIMEOUT_MS",
+        "migrations.lock_timeout_ms",
+        INT,
+        "a migration statement gives up a lock wait after this (and is retried)",
+        minimum=1,
+    ),
+    Setting(
+        "ECO_MIGRATION_RETRY_PAUSE_S",
+        "migrations.retry_pause_s",
+        FLOAT,
+        "pause before a migration file (or the migration lock) is tried again",
+        minimum=0.01,
+    ),
+    Setting("ECO_RETRY_AFTER_S", "retry_after_s", INT, "`Retry-After` on 503", minimum=1),
+    Setting(
+        "ECO_INTAKE_BATCH_MAX_ROWS",
+        "intake_batch_max_rows",
+        INT,
+        "most rows in one group-commit INSERT",
+        minimum=1,
+    ),
+    Setting(
+        "ECO_INTAKE_BATCH_WAIT_MS",
+        "intake_batch_wait_ms",
+        FLOAT,
+        "extra wait to gather a batch (0: send as soon as a flusher is free)",
+    ),
+    Setting(
+        "ECO_INTAKE_FLUSHERS",
+        "intake_flushers",
+        INT,
+        "intake flushers: group-commit batches in flight at once, per process",
+        minimum=1,
+    ),
+    Setting(
+        "ECO_ENQUEUE_TIMEOUT_S",
+        "enqueue_timeout_s",
+        FLOAT,
+        "longest wait in the intake queue, and the intake INSERT's `statement_timeout`; past it a 503 with"
+        " Retry-After",
+        minimum=0.1,
+    ),
+    Setting(
+        "ECO_DEFERRED_MAX_ROWS",
+        "deferred_max_rows",
+        INT,
+        "most rows held in memory when the outbox is lost mid-stream (oldest dropped beyond)",
+        minimum=1,
+    ),
+    Setting(
+        "ECO_DEFERRED_RETRY_S", "deferred_retry_s", FLOAT, "how often held rows are retried", minimum=0.01
+    ),
+    Setting("ECO_RELAY_BATCH", "relay.batch_size", INT, "rows claimed per relay batch", minimum=1),
+    Setting(
+        "ECO_RELAY_POLL_S",
+        "relay.poll_s",
+        FLOAT,
+        "longest wait between claims when no NOTIFY comes",
+        minimum=0.01,
+    ),
+    Setting(
+        "ECO_RELAY_LOOPS",
+        "relay.loops",
+        INT,
+        "relay loops per process; `0`: an intake-only node, ready, relying on a relay elsewhere",
+        aliases=("ECO_RELAY_WORKERS",),
+    ),
+    Setting(
+        "ECO_RELAY_COALESCE_MS",
+        "relay.coalesce_ms",
+        FLOAT,
+        "after a partial batch, the next starts at least this long after the last one started",
+    ),
+    Setting(
+        "ECO_RELAY_MAX_ATTEMPTS",
+        "relay.max_attempts",
+        INT,
+        "attempts before a row is dead-lettered",
+        minimum=1,
+    ),
+    Setting(
+        "ECO_RELAY_MAX_AGE_S", "relay.max_age_s", FLOAT, "age after which a waiting row is dead-lettered"
+    ),
+    Setting(
+        "ECO_RELAY_ORPHAN_MAX_ATTEMPTS",
+        "relay.orphan_max_attempts",
+        INT,
+        "attempts before an orphan (a signal whose parent is in neither the outbox nor the target) is"
+        " dead-lettered",
+        minimum=1,
+    ),
+    Setting(
+        "ECO_RELAY_CLAIM_TIMEOUT_S",
+        "relay.claim_timeout_s",
+        FLOAT,
+        "a frozen relay's claim (and target transaction) ends after this long idle",
+        minimum=0.1,
+    ),
+    Setting(
+        "ECO_RELAY_UNHEALTHY_BATCHES",
+        "relay.unhealthy_batches",
+        INT,
+        "a relay loop whose last this many batches failed makes `/readyz` 503",
+        minimum=1,
+    ),
+    Setting(
+        "ECO_RELAY_BACKOFF_BASE_MS",
+        "relay.backoff.base_ms",
+        FLOAT,
+        "first retry delay (doubles each attempt, with jitter)",
+        minimum=1,
+    ),
+    Setting("ECO_RELAY_BACKOFF_CAP_MS", "relay.backoff.cap_ms", FLOAT, "longest retry delay", minimum=1),
+    Setting("ECO_OUTBOX_RETENTION_S", "purge.retention_s", FLOAT, "how long delivered rows are kept"),
+    Setting(
+        "ECO_OUTBOX_DEAD_RETENTION_S",
+        "purge.dead_retention_s",
+        FLOAT,
+        "how long dead rows are kept (to read and requeue) before the purge removes them",
+    ),
+    Setting(
+        "ECO_OUTBOX_PURGE_INTERVAL_S", "purge.interval_s", FLOAT, "how often the purger runs", minimum=0.01
+    ),
+    Setting("ECO_OUTBOX_PURGE_BATCH", "purge.batch", INT, "rows per purge statement", minimum=1),
+    Setting("ECO_SSE_PING_S", "sse_ping_s", FLOAT, "keep-alive comment interval", minimum=0.01),
+    Setting(
+        "ECO_SSE_SEND_TIMEOUT_S",
+        "sse_send_timeout_s",
+        FLOAT,
+        "a client that does not read for this long is cut off",
+        minimum=0.1,
+    ),
+    Setting(
+        "ECO_HEADER_TIMEOUT_S",
+        "header_timeout_s",
+        FLOAT,
+        "a connection whose request head is not complete this long after it opened or after its last answer"
+        " is closed (above nginx's 60 s idle upstream keep-alive)",
+        minimum=0.1,
+    ),
+    Setting(
+        "ECO_BODY_TIMEOUT_S",
+        "body_timeout_s",
+        FLOAT,
+        "a request body must arrive within this; past it a 408 and the connection closes",
+        minimum=0.1,
+    ),
+    Setting(
+        "ECO_OFFLINE_CHUNK_DELAY_MS",
+        "offline_chunk_delay_ms",
+        FLOAT,
+        "pause between chunks of the offline responder",
+    ),
+    Setting(
+        "ECO_RATE_LIMIT_PER_S",
+        "rate_limit_per_s",
+        FLOAT,
+        "signals (and other requests) per second per client address (intake and the status endpoint), per"
+        " worker process: a batch of n signals counts n; `0` turns it off",
+    ),
+    Setting("ECO_RATE_LIMIT_BURST", "rate_limit_burst", FLOAT, "burst allowance per client", minimum=1),
+    Setting(
+        "ECO_ADMIN_TOKEN",
+        "admin_token",
+        SECRET,
+        "bearer token of the admin endpoints; unset: admin off; refused at start when it has leading or"
+        " trailing whitespace",
+        keep_blank=True,
+    ),
+    Setting(
+        "ECO_CORS_ORIGINS",
+        "cors_origins",
+        ORIGINS,
+        "comma-separated origins allowed to call the API from a browser, with credentials: exact, a pattern"
+        " with `*` (host labels), or a regular expression `^…$`; replaces the defaults; set empty for none;"
+        " `*` alone is refused",
+        keep_blank=True,
+        shown_default="the ECO backend's: `https://ecofrontend888.vercel.app`, `^https://[a-z0-9-]+\\.vercel\\.app$`,"
+        " `http://localhost:5173`, `:5174`, `:4173`, `:4174`",
+    ),
+    Setting(
+        "CORS_ALLOWLIST",
+        "cors_origins",
+        ORIGINS,
+        "the ECO backend's variable, same syntax: origins added to `ECO_CORS_ORIGINS` (or to the defaults)",
+        extends=True,
+        shown_default="(unset)",
+    ),
+    Setting(
+        "ECO_TRUSTED_PROXIES",
+        "trusted_proxies",
+        NETWORKS,
+        "comma-separated addresses or CIDR networks of reverse proxies; from them, the client is the"
+        " right-most `X-Forwarded-For` address that is not a proxy",
+    ),
+    Setting("ECO_LOG_JSON", "log_json", BOOL, "`1`: one JSON object per log line"),
+    Setting("ECO_LOG_LEVEL", "log_level", LEVEL, "log level"),
+    Setting(
+        "ECO_LLM_URL",
+        "llm_url",
+        TEXT,
+        "OpenAI-compatible base URL, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`"
+        " (`/chat/completions` is appended unless present); unset: the offline responder",
+    ),
+    Setting("ECO_LLM_API_KEY", "llm_api_key", TEXT, "sent to it as `Authorization: Bearer …`"),
+    Setting("ECO_LLM_MODEL", "llm_model", TEXT, "the `model` field of its requests"),
+    Setting(
+        "ECO_LLM_TIMEOUT_S",
+        "llm_timeout_s",
+        FLOAT,
+        "connect timeout, and the longest wait for each next piece",
+        minimum=0.1,
+    ),
+    Setting(
+        "ECO_LLM_MODULES",
+        "llm_modules",
+        MODULE_KEYS,
+        "comma-separated module keys its replies are made with, named in `done` as `module_combo` (the ECO"
+        " app posts a module usage for each; letters, digits, `_ . : -`); the offline responder names"
+        " `offline`",
+        shown_default="(unset: `openai`)",
+    ),
+    Setting("ECO_SIGNAL_MAX_BODY_BYTES", "limits.signal_body_bytes", INT, "signal body limit", minimum=64),
+    Setting("ECO_ASK_MAX_BODY_BYTES", "limits.ask_body_bytes", INT, "ask-eco body limit", minimum=64),
+    Setting("ECO_SIGNAL_MAX_BATCH", "limits.signal_batch_items", INT, "signals per batch", minimum=1),
+    Setting("ECO_SIGNAL_MAX_NAME_CHARS", "limits.signal_name_chars", INT, "signal name length", minimum=1),
+    Setting("ECO_SIGNAL_MAX_META_BYTES", "limits.signal_meta_bytes", INT, "meta size as JSON", minimum=2),
+    Setting("ECO_SIGNAL_MAX_META_DEPTH", "limits.signal_meta_depth", INT, "meta nesting depth", minimum=1),
+    Setting("ECO_ASK_MAX_MESSAGE_CHARS", "limits.ask_message_chars", INT, "prompt length", minimum=1),
+)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"`{int(value)}`"
+    if value is None:
+        return "(unset)"
+    if value == ():
+        return "(none)"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, tuple):
+        return ", ".join(f"`{item}`" for item in value)
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    """The README's configuration table, made from SETTINGS (`python -m service config --markdown`)."""
+    defaults = Config()
+    lines = ["| variable | type | default | lowest | meaning |", "|---|---|---|---|---|"]
+    for setting in SETTINGS:
+        default = setting.shown_default or _shown(default_of(defaults, setting.field))
+        lowest = "" if setting.bound is None else _shown(setting.bound)
+        meaning = setting.help + "".join(
+            f" (`{alias}`, its former name, still works)" for alias in setting.aliases
         )
+        lines.append(f"| `{setting.name}` | {setting.type.name} | {default} | {lowest} | {meaning} |")
+    return "\n".join(lines) + "\n"

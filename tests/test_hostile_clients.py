@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from outbox.relay import RelaySettings
+from outbox.retention import PurgeSettings
 from tests.helpers import fetch, read_sse, scalar, wait_for
 from tests.loss_checker import LossChecker
 
@@ -24,7 +25,8 @@ RATE_PER_S = 50.0
 BURST = 200.0
 BATCH = 100
 DURATION_S = 12.0
-RELAY = replace(RelaySettings(), orphan_max_attempts=4, dead_retention_s=1.0, purge_interval_s=0.5)
+RELAY = replace(RelaySettings(), orphan_max_attempts=4)
+PURGE = PurgeSettings(dead_retention_s=1.0, interval_s=0.5)
 # Slack for the relay's scheduling of each attempt and for the purger's round.
 SLACK_S = 1.5
 P99_BOUND_S = 2.0
@@ -39,10 +41,10 @@ def orphan_lifetime_s(settings: RelaySettings) -> float:
     )
 
 
-def hostile_rows_bound(settings: RelaySettings) -> float:
+def hostile_rows_bound(settings: RelaySettings, purge: PurgeSettings) -> float:
     """Rows of the hostile client the outbox may hold at once: what the limit lets in over an orphan's life,
     its time dead and a purge round, plus a burst."""
-    window_s = orphan_lifetime_s(settings) + settings.dead_retention_s + settings.purge_interval_s + SLACK_S
+    window_s = orphan_lifetime_s(settings) + purge.dead_retention_s + purge.interval_s + SLACK_S
     return BURST + RATE_PER_S * window_s
 
 
@@ -88,6 +90,7 @@ async def test_orphans_at_the_limit_neither_delay_ordinary_signals_nor_pile_up(m
     )
     client = await make_client(
         relay=RELAY,
+        purge=PURGE,
         rate_limit_per_s=RATE_PER_S,
         rate_limit_burst=BURST,
         trusted_proxies=(ip_network("127.0.0.0/8"),),
@@ -109,7 +112,7 @@ async def test_orphans_at_the_limit_neither_delay_ordinary_signals_nor_pile_up(m
         stop.set()
         await asyncio.gather(*loads)
 
-    bound = hostile_rows_bound(RELAY)
+    bound = hostile_rows_bound(RELAY, PURGE)
     # The limit let in more orphans than the bound over the run: the bound holds because they go.
     assert sum(accepted) > bound, (sum(accepted), bound)
     assert max(samples) <= bound, (max(samples), bound)

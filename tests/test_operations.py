@@ -11,7 +11,7 @@ from ipaddress import ip_network
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
-from outbox.retention import purge_delivered
+from outbox.retention import PurgeSettings, purge_delivered
 from service.http.ratelimit import RateLimiter
 from service.keys import DATABASES, RELAY
 from service.runtime.logs import setup_logging
@@ -252,10 +252,8 @@ async def test_the_purger_removes_dead_rows_after_their_own_retention(make_clien
         RETURNING seq
         """,
     )
-    relay = replace(
-        TEST_RELAY, dead_retention_s=2 * 24 * 3600.0, retention_s=30 * 24 * 3600.0, purge_batch=2, loops=0
-    )
-    await make_client(relay=relay)
+    purge = PurgeSettings(dead_retention_s=2 * 24 * 3600.0, retention_s=30 * 24 * 3600.0, batch=2)
+    await make_client(relay=replace(TEST_RELAY, loops=0), purge=purge)
     await wait_for(
         lambda: fetch(db, "SELECT state, count(*) FROM eco_outbox.events GROUP BY state ORDER BY state"),
         lambda counts: counts == [("dead", 5), ("delivered", 5)],

@@ -5,18 +5,24 @@ bounded per batch, the rows it did not reach held without a charge for the next 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import aiopg
+import psycopg2
+import pytest
 
 from outbox.enqueue import OutboxWriter
-from outbox.relay import Relay
+from outbox.errors import Failure, classify
+from outbox.relay import PAUSE_CLAIMED, Relay
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
+from tests.faults.target_probes import deliveries, install_delivery_log
 from tests.helpers import fetch
+from tests.relay_pauses import Pauses
 
 GOOD = 90
 REFUSED = 10
@@ -98,3 +104,31 @@ async def test_isolation_is_bounded_per_batch_and_goes_on_in_the_next_pass(db: a
         ("dead", 1, True, "23514", REFUSED),
         ("delivered", 1, False, None, GOOD),
     ]
+
+
+async def test_a_relay_that_lost_its_claim_before_writing_writes_nothing(db: aiopg.Pool) -> None:
+    """Frozen right after its claim was read, past the claim timeout: the server ended the claim and another
+    relay may own the rows. Woken, the relay must not write them: the target transaction passes the claim's
+    fence before it commits, fails there, and rolls back; the batch fails as an outage, no row is charged."""
+    await install_delivery_log(db)
+    await backlog(db)
+    pauses = Pauses(PAUSE_CLAIMED)
+    relay = Relay(db, db, ECO_TARGET, TEST_RELAY, pause=pauses)
+    batch = asyncio.create_task(relay.run_once())
+    await pauses.reached(PAUSE_CLAIMED)
+    # What the server's idle timeout does to a frozen relay's claim.
+    killed = await fetch(
+        db,
+        "select pg_terminate_backend(pid) from pg_stat_activity"
+        " where datname = current_database() and state = 'idle in transaction'",
+    )
+    assert killed == [(True,)]
+    pauses.resume(PAUSE_CLAIMED)
+
+    with pytest.raises(psycopg2.Error) as failed:
+        await batch
+
+    assert classify(failed.value) is Failure.OUTAGE
+    assert await deliveries(db) == {}
+    assert await fetch(db, "select count(*) from analytics.eco_passive_signals") == [(0,)]
+    assert await signal_states(db) == [("pending", 0, False, None, GOOD), ("pending", 0, True, None, REFUSED)]

@@ -94,18 +94,6 @@ class InteractionRun:
             meta={**ask.meta, "guest_id": guest_id, "stream_id": str(self.stream_id)},
         )
 
-    @property
-    def headers(self) -> dict[str, str]:
-        headers = {
-            "X-Eco-Interaction-Id": str(self.interaction_id),
-            "X-Eco-Guest-Id": self.guest_id,
-            "X-Eco-Session-Id": self.session_id,
-            "X-Stream-Id": str(self.stream_id),
-        }
-        if self.client_message_id:
-            headers["X-Eco-Client-Message-Id"] = self.client_message_id
-        return headers
-
     def _since_start_ms(self) -> int:
         return round((time.perf_counter() - self._started) * 1000)
 

@@ -107,9 +107,9 @@ class OpenAIResponder:
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
-        headers = {"Accept": "text/event-stream"}
+        headers = {aiohttp.hdrs.ACCEPT: "text/event-stream"}
         if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+            headers[aiohttp.hdrs.AUTHORIZATION] = f"Bearer {self._api_key}"
         body = {
             "model": self._model,
             "stream": True,

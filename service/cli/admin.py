@@ -9,10 +9,10 @@ import psycopg2.errors
 from loguru import logger
 
 from outbox import admin as outbox_admin
+from service.admin_documents import dead_letter_document, stats_document
 from service.config import Config
 from service.store import migrations
 from service.store.database import open_databases, resolve_dsns
-from service.store.documents import dead_letter_document, stats_document
 
 
 async def run_migrate(config: Config) -> int:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.typedefs import Handler
 
 from service.chat.schemas import CLIENT_MESSAGE_ID_MAX_CHARS, ECO_ID_MAX_CHARS
 from service.http.errors import validation_failed
@@ -104,12 +103,6 @@ def header_interaction_ref(request: web.Request, name: str) -> str | None:
 def header_text(request: web.Request, name: str) -> str | None:
     """A (checked) text header, stripped; None when absent or blank."""
     return request.headers.get(name, "").strip() or None
-
-
-@web.middleware
-async def header_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    check_headers(request)
-    return await handler(request)
 
 
 class MalformedRequestFilter(logging.Filter):

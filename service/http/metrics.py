@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import Gauge, Histogram
 
 from outbox.admin import KindStats
@@ -56,23 +53,6 @@ def route_of(request: web.Request) -> str:
     """The route's template, so that ids in paths do not explode the label set."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        HTTP_SECONDS.labels(request.method, route_of(request), str(status)).observe(
-            time.perf_counter() - started
-        )
 
 
 def record_outbox_stats(rows: list[KindStats] | None) -> None:

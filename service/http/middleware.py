@@ -1,12 +1,16 @@
-"""Every error leaves as JSON: 4xx for the client's input, 503 with Retry-After for a database that is down,
+"""The four middlewares, in the order the app stacks them: metrics (every answer timed, errors included),
+errors, headers, rate limit.
+
+Every error leaves as JSON: 4xx for the client's input, 503 with Retry-After for a database that is down,
 and a bare 500 with no detail for anything unforeseen (logged with its traceback, never sent)."""
 
 from __future__ import annotations
 
 import math
+import time
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from loguru import logger
 from marshmallow import ValidationError
@@ -14,7 +18,8 @@ from marshmallow import ValidationError
 from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable
 from service.config import IPNetwork
 from service.http.errors import ApiError, code_for, details_of, error_response
-from service.http.headers import HEADER_INTERACTION_ID, header_uuid
+from service.http.headers import HEADER_INTERACTION_ID, check_headers, header_uuid
+from service.http.metrics import HTTP_SECONDS, route_of
 from service.keys import CONFIG, RATE_LIMITER
 
 IPAddress = IPv4Address | IPv6Address
@@ -31,6 +36,23 @@ RATE_LIMITED_ROUTES = frozenset(
         "interaction-signals",
     }
 )
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        HTTP_SECONDS.labels(request.method, route_of(request), str(status)).observe(
+            time.perf_counter() - started
+        )
 
 
 @web.middleware
@@ -54,7 +76,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             503,
             "database_unavailable",
             "the database is unavailable; retry later",
-            headers={"Retry-After": str(request.app[CONFIG].retry_after_s)},
+            headers={hdrs.RETRY_AFTER: str(request.app[CONFIG].retry_after_s)},
         )
     except Exception:
         logger.bind(code="internal_error").exception("{} {} failed", request.method, request.path)
@@ -68,6 +90,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     if error.close:
         response.force_close()
     return response
+
+
+@web.middleware
+async def header_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    check_headers(request)
+    return await handler(request)
 
 
 def _interaction_id(request: web.Request) -> str | None:
@@ -97,7 +125,7 @@ def client_of(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
     remote = request.remote or ""
     if not _trusted(_address(remote), proxies):
         return remote
-    hops = [hop for value in request.headers.getall("X-Forwarded-For", ()) for hop in value.split(",")]
+    hops = [hop for value in request.headers.getall(hdrs.X_FORWARDED_FOR, ()) for hop in value.split(",")]
     for hop in reversed(hops):
         address = _address(hop)
         if address is None:
@@ -115,7 +143,7 @@ def charge(request: web.Request, cost: float = 1.0) -> None:
             429,
             "rate_limited",
             "too many requests from this client; slow down",
-            headers={"Retry-After": str(math.ceil(wait_s))},
+            headers={hdrs.RETRY_AFTER: str(math.ceil(wait_s))},
         )
 
 

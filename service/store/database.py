@@ -20,10 +20,6 @@ class Databases:
     outbox: aiopg.Pool
     target: aiopg.Pool
 
-    @property
-    def shared(self) -> bool:
-        return self.outbox_dsn == self.target_dsn
-
     async def close(self) -> None:
         for pool in (self.outbox, self.target):
             pool.close()

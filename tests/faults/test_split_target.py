@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from outbox.errors import CONNECTION_ERRORS
-from outbox.relay import ClaimedRow, Relay
+from outbox.relay import ClaimedRow, Fence, Relay
 from outbox.target import DeliveryResult
 from service.app import create_app
 from service.target.delivery import ECO_TARGET
@@ -68,8 +68,8 @@ class DiesBeforeMarking(Relay):
         super().__init__(outbox, target, ECO_TARGET, TEST_RELAY)
         self._killer = killer
 
-    async def _deliver(self, rows: list[ClaimedRow]) -> dict[str, DeliveryResult]:
-        results = await super()._deliver(rows)
+    async def _deliver(self, rows: list[ClaimedRow], fence: Fence) -> dict[str, DeliveryResult]:
+        results = await super()._deliver(rows, fence)
         killed = await fetch(
             self._killer,
             "select pg_terminate_backend(pid) from pg_stat_activity"

@@ -7,17 +7,17 @@ import hmac
 from dataclasses import asdict
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from outbox import admin as outbox_admin
 from outbox import metrics
 from outbox.activity import RELAY_ACTIVITY
+from service.admin_documents import dead_letter_document, stats_document
 from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
 from service.http.errors import ApiError
 from service.http.payload import read_json
 from service.http.views.page import STATIC_DIR
 from service.keys import CONFIG, DATABASES, RELAY
-from service.store.documents import dead_letter_document, stats_document
 
 ADMIN_BODY_BYTES = 64 * 1024
 # The relay's counters of rows held back or given up, shown on the admin page by their labels (reasons).
@@ -30,13 +30,13 @@ FAILURE_COUNTERS = (
 )
 # The page holds a bearer token: it runs only its own scripts, is never framed, and sends no Referer.
 ADMIN_PAGE_HEADERS = {
-    "Cache-Control": "no-cache",
-    "Content-Security-Policy": (
+    hdrs.CACHE_CONTROL: "no-cache",
+    hdrs.CONTENT_SECURITY_POLICY: (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:;"
         " frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
+    hdrs.REFERRER_POLICY: "no-referrer",
+    hdrs.X_CONTENT_TYPE_OPTIONS: "nosniff",
 }
 
 
@@ -44,13 +44,13 @@ def require_admin(request: web.Request) -> None:
     token = request.app[CONFIG].admin_token
     if token is None:
         raise ApiError(403, "admin_disabled", "admin endpoints are off: ECO_ADMIN_TOKEN is not set")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
     if scheme.lower() != "bearer" or not given:
         raise ApiError(
             401,
             "unauthorized",
             "a bearer token is required",
-            headers={"WWW-Authenticate": 'Bearer realm="admin"'},
+            headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="admin"'},
         )
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise ApiError(403, "forbidden", "the bearer token is not valid")

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from contextlib import aclosing
 from dataclasses import replace
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp_sse import EventSourceResponse
 from loguru import logger
 
@@ -24,7 +24,9 @@ from service.http.errors import ApiError, validation_failed
 from service.http.headers import (
     HEADER_CLIENT_MESSAGE_ID,
     HEADER_GUEST_ID,
+    HEADER_INTERACTION_ID,
     HEADER_SESSION_ID,
+    HEADER_STREAM_ID,
     HEADER_USER_ID,
     header_text,
 )
@@ -45,7 +47,7 @@ def _wants_stream(request: web.Request, stream: bool | None) -> bool:
         request.method == "GET"
         or bool(stream)
         or request.query.get("stream", "").strip().lower() in STREAM_TRUE
-        or "text/event-stream" in request.headers.get("Accept", "")
+        or "text/event-stream" in request.headers.get(hdrs.ACCEPT, "")
     )
 
 
@@ -112,6 +114,19 @@ async def no_content(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _answer_headers(run: InteractionRun) -> dict[str, str]:
+    """The run's ids, which the ECO app reads from the answer (CORS exposes them)."""
+    headers = {
+        HEADER_INTERACTION_ID: str(run.interaction_id),
+        HEADER_GUEST_ID: run.guest_id,
+        HEADER_SESSION_ID: run.session_id,
+        HEADER_STREAM_ID: str(run.stream_id),
+    }
+    if run.client_message_id:
+        headers[HEADER_CLIENT_MESSAGE_ID] = run.client_message_id
+    return headers
+
+
 async def _json(run: InteractionRun) -> web.Response:
     done: dict[str, object] = {}
     error: dict[str, object] | None = None
@@ -128,7 +143,7 @@ async def _json(run: InteractionRun) -> web.Response:
     body = {key: done[key] for key in ("interaction_id", "content", "index", "meta", "payload")}
     if error is not None:
         body["error"] = error
-    return web.json_response(body, headers=run.headers)
+    return web.json_response(body, headers=_answer_headers(run))
 
 
 async def _send(response: EventSourceResponse, sequence: int, name: str, data: dict[str, object]) -> None:
@@ -144,7 +159,7 @@ async def _stream(
 ) -> web.StreamResponse:
     streams = request.app[STREAMS]
     response = EventSourceResponse(
-        headers=run.headers,
+        headers=_answer_headers(run),
         sep="\n",
         allow_all_methods=True,
         ping_interval=request.app[CONFIG].sse_ping_s,

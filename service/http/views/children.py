@@ -11,15 +11,17 @@ from marshmallow import Schema, ValidationError
 
 from service.chat.schemas import ECO_ID_MAX_CHARS, MODULE_USAGE_SCHEMA, FeedbackInput, feedback_schema
 from service.http.errors import ApiError, details_of
-from service.http.headers import HEADER_GUEST_ID, HEADER_SESSION_ID, header_text
+from service.http.headers import (
+    HEADER_CLIENT_ID,
+    HEADER_GUEST_ID,
+    HEADER_PLAIN_GUEST_ID,
+    HEADER_SESSION_ID,
+    header_text,
+)
 from service.http.payload import JSON_TYPES, read_json
 from service.http.views.links import enqueue_linked
 from service.keys import CONFIG
 from service.target.rows import feedback_event, module_usage_event
-
-# The production app's identity headers, kept in the vote's meta as the signals keep theirs.
-HEADER_CLIENT_ID = "X-Client-Id"
-HEADER_LEGACY_GUEST_ID = "X-Guest-Id"
 
 
 def _load(schema: Schema, body: Any) -> Any:
@@ -36,7 +38,7 @@ def _load(schema: Schema, body: Any) -> Any:
 def _meta(meta: dict[str, Any], request: web.Request) -> dict[str, Any]:
     headers = {
         "guest_id_header": header_text(request, HEADER_GUEST_ID)
-        or _short_header(request, HEADER_LEGACY_GUEST_ID),
+        or _short_header(request, HEADER_PLAIN_GUEST_ID),
         "session_id_header": header_text(request, HEADER_SESSION_ID),
         "client_id_header": _short_header(request, HEADER_CLIENT_ID),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from outbox.status import EventStatus, group_status
 from service.http.api_schemas import InteractionSignalsSchema
@@ -38,7 +38,7 @@ async def interaction_signals(request: web.Request) -> web.Response:
             "truncated": status.truncated,
         }
     )
-    return web.json_response(document, headers={"Cache-Control": "no-store"})
+    return web.json_response(document, headers={hdrs.CACHE_CONTROL: "no-store"})
 
 
 def _signal(event: EventStatus) -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""The outbox's admin answers as JSON documents: the admin endpoints and the command line print the same."""
+"""The outbox's admin answers as JSON documents: the admin endpoints and the command line print the same.
+Both front ends use them and the command line needs no HTTP edge: they sit beside the config, above both."""
 
 from __future__ import annotations
 
