@@ -60,7 +60,7 @@ from outbox.target import PARENT_MISSING, DeliveryResult, Target
 
 @dataclass(frozen=True)
 class RelaySettings:
-    # Rows claimed per batch: larger batches spread the per-statement costs (see README, Performance).
+    # Rows claimed per batch: larger batches spread the per-statement costs (see docs/performance.md).
     batch_size: int = 1000
     poll_s: float = 1.0
     max_attempts: int = 20
@@ -69,7 +69,7 @@ class RelaySettings:
     # after this many attempts, not `max_attempts`: with the default backoff, 25-50 s after it was first
     # tried, long enough for a parent another writer puts in the target late.
     orphan_max_attempts: int = 12
-    # Delivery loops: one's Python work overlaps the other's wait on the database (see README, Performance).
+    # Delivery loops: one's Python work overlaps the other's wait on the database (see docs/performance.md).
     loops: int = 2
     backoff: Backoff = field(default_factory=Backoff)
     # Pause after the outbox or the target failed, doubling up to the cap while it stays down.

@@ -23,8 +23,8 @@ GC_OLDER_RATIOS = (50, 100)
 def gc_tuning(gen0_threshold: int) -> Callable[[web.Application], Awaitable[None]]:
     """A start-up hook: what lives as long as the process (the app, pools, modules) leaves the collector's
     view, and the young generation is collected every `gen0_threshold` allocations instead of 700, which
-    under load means a collection every few requests (its effect on intake is measured in README,
-    Performance)."""
+    under load means a collection every few requests (its effect on intake is measured in
+    docs/performance.md)."""
 
     async def tune(app: web.Application) -> None:
         gc.freeze()
