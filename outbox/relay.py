@@ -44,15 +44,8 @@ from outbox.aliases import regroup_claimed
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.backoff import Backoff
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
-from outbox.queries import (
-    CLAIM,
-    MARK_DELIVERED,
-    MARK_HELD,
-    PARENT_STATES,
-    RELEASE_WAITING,
-    RENEW_CLAIM,
-    SECONDS_UNTIL_DUE,
-)
+from outbox.names import OutboxNames
+from outbox.queries import queries
 from outbox.sqlutil import savepoint, transaction
 from outbox.tables import DEAD, PENDING
 from outbox.target import PARENT_MISSING, DeliveryResult, Target
@@ -206,10 +199,12 @@ class Relay:
         target: Target,
         settings: RelaySettings,
         *,
+        names: OutboxNames,
         rng: random.Random | None = None,
         pause: Pause = _no_pause,
     ) -> None:
         self._outbox = outbox_pool
+        self._sql = queries(names)
         self._target = target_pool
         self._deliverers = target.deliverers
         self._child_kinds = target.child_kinds
@@ -347,7 +342,7 @@ class Relay:
 
     async def _seconds_until_due(self) -> float:
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(SECONDS_UNTIL_DUE.sql, SECONDS_UNTIL_DUE.bind(kinds=list(self._deliverers)))
+            await cur.execute(self._sql["seconds_until_due"].sql, dict(kinds=list(self._deliverers)))
             row = await cur.fetchone()
         seconds = row[0] if row and row[0] is not None else self._settings.poll_s
         return max(0.0, min(seconds, self._settings.poll_s))
@@ -360,8 +355,8 @@ class Relay:
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
             async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
                 await cur.execute(
-                    CLAIM.sql,
-                    CLAIM.bind(
+                    self._sql["claim"].sql,
+                    dict(
                         limit=self._settings.batch_size,
                         kinds=list(self._deliverers),
                         unknown_after=timedelta(seconds=self._settings.max_age_s),
@@ -403,7 +398,7 @@ class Relay:
                     async with asyncio.timeout(self._renew_s):
                         await done.wait()
                 except TimeoutError:
-                    await cur.execute(RENEW_CLAIM.sql, RENEW_CLAIM.params)
+                    await cur.execute(self._sql["renew_claim"].sql)
 
         renewing = asyncio.create_task(renew())
         try:
@@ -425,8 +420,8 @@ class Relay:
         """
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
             await cur.execute(
-                RELEASE_WAITING.sql,
-                RELEASE_WAITING.bind(
+                self._sql["release_waiting"].sql,
+                dict(
                     child_kinds=self._child_kinds,
                     parent_kinds=self._parent_kinds,
                     group_keys=sorted(set(group_keys)),
@@ -524,7 +519,7 @@ class Relay:
             return
         seqs = [row.seq for row in rows if results[row.kind].held.get(row.key) == self._unresolved]
         if seqs:
-            await regroup_claimed(cur, self._alias_kind, seqs)
+            await regroup_claimed(cur, self._sql, self._alias_kind, seqs)
 
     async def _parent_states(self, cur: Cursor, group_keys: set[str]) -> dict[str, bool]:
         """Group key -> True if its parent is still pending in the outbox, False if delivered; absent if
@@ -532,8 +527,8 @@ class Relay:
         if not group_keys:
             return {}
         await cur.execute(
-            PARENT_STATES.sql,
-            PARENT_STATES.bind(parent_kinds=self._parent_kinds, group_keys=list(group_keys)),
+            self._sql["parent_states"].sql,
+            dict(parent_kinds=self._parent_kinds, group_keys=list(group_keys)),
         )
         return {key: pending for key, pending in await cur.fetchall()}
 
@@ -622,11 +617,11 @@ class Relay:
             metrics.RELAY_DELIVERED.labels(kind=kind).inc(count)
             logger.debug("delivered {} {} rows", count, kind)
         if delivered:
-            await cur.execute(MARK_DELIVERED.sql, MARK_DELIVERED.bind(seqs=delivered))
+            await cur.execute(self._sql["mark_delivered"].sql, dict(seqs=delivered))
         if held_seqs:
             await cur.execute(
-                MARK_HELD.sql,
-                MARK_HELD.bind(
+                self._sql["mark_held"].sql,
+                dict(
                     seqs=held_seqs,
                     charges=held_charges,
                     states=held_states,

@@ -36,6 +36,7 @@ from service.keys import (
 )
 from service.store import migrations
 from service.store.database import open_databases
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 
 # Streams get this long to send their final event on shutdown before aiohttp cancels the handlers.
@@ -68,17 +69,19 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     flushed through the writer before it closes, and the relay finishes its batch."""
     config = app[CONFIG]
     databases = app[DATABASES]
-    relay = Relay(databases.outbox, databases.target, ECO_TARGET, config.relay)
+    relay = Relay(databases.outbox, databases.target, ECO_TARGET, config.relay, names=OUTBOX_NAMES)
     writer = OutboxWriter(
         databases.outbox,
+        OUTBOX_NAMES,
         max_rows=config.intake_batch_max_rows,
         wait_ms=config.intake_batch_wait_ms,
         flushers=config.intake_flushers,
         timeout_s=config.enqueue_timeout_s,
     )
-    listener = NotifyListener(databases.outbox_dsn, relay.wake, timeout_s=config.db_timeout_s)
+    listener = NotifyListener(databases.outbox_dsn, relay.wake, OUTBOX_NAMES, timeout_s=config.db_timeout_s)
     purger = Purger(
         databases.outbox,
+        OUTBOX_NAMES,
         config.relay.retention_s,
         config.relay.purge_batch,
         config.relay.purge_interval_s,

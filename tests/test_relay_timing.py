@@ -16,6 +16,7 @@ from outbox.enqueue import OutboxWriter, encode_payload
 from outbox.relay import PAUSE_CLAIMED, PAUSE_MARKED, Relay, RelaySettings
 from outbox.sqlutil import transaction
 from outbox.target import DeliveryResult
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET, UPSERT_COMPLETIONS_SQL, deliver_interactions
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.helpers import fetch, scalar, wait_for
@@ -36,7 +37,7 @@ async def relay_pools(database_url: str) -> AsyncIterator[tuple[aiopg.Pool, aiop
 
 
 async def enqueue_in_order(db: aiopg.Pool, *events: object) -> None:
-    writer = OutboxWriter(db)
+    writer = OutboxWriter(db, OUTBOX_NAMES)
     await writer.start()
     try:
         for event in events:
@@ -66,8 +67,12 @@ async def test_a_child_held_during_its_parents_claim_is_released_by_its_own_rela
     child = signal_event(parent_id, "view", {})
     await enqueue_in_order(db, parent, child)
     a_pauses, b_pauses = Pauses(PAUSE_CLAIMED), Pauses(PAUSE_MARKED)
-    a = Relay(relay_pools[0], relay_pools[0], ECO_TARGET, PRODUCTION_ONE_ROW, pause=a_pauses)
-    b = Relay(relay_pools[1], relay_pools[1], ECO_TARGET, PRODUCTION_ONE_ROW, pause=b_pauses)
+    a = Relay(
+        relay_pools[0], relay_pools[0], ECO_TARGET, PRODUCTION_ONE_ROW, pause=a_pauses, names=OUTBOX_NAMES
+    )
+    b = Relay(
+        relay_pools[1], relay_pools[1], ECO_TARGET, PRODUCTION_ONE_ROW, pause=b_pauses, names=OUTBOX_NAMES
+    )
 
     a_batch = asyncio.create_task(a.run_once())
     await a_pauses.reached(PAUSE_CLAIMED)

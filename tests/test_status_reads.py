@@ -10,8 +10,9 @@ from typing import Any
 
 import aiopg
 
-from outbox.queries import EVENTS_OF_GROUP, STATS
+from outbox.queries import queries
 from service.http.views.status import STATUS_MAX_ROWS
+from service.store.outbox_names import OUTBOX_NAMES
 from tests.helpers import fetch
 
 # Enough delivered rows that a full scan costs more to the planner than any index.
@@ -48,10 +49,11 @@ async def test_status_and_stats_read_through_indexes(db: aiopg.Pool) -> None:
     await retain(db, 2, state="dead")
     await fetch(db, "ANALYZE eco_outbox.events")
 
-    status = await plan(db, EVENTS_OF_GROUP.sql, EVENTS_OF_GROUP.bind(group_key=str(uuid.uuid4()), limit=501))
+    sql = queries(OUTBOX_NAMES)
+    status = await plan(db, sql["events_of_group"].sql, {"group_key": str(uuid.uuid4()), "limit": 501})
     assert "events_group_idx" in status and "Seq Scan" not in status, status
 
-    stats = await plan(db, STATS.sql, STATS.params)
+    stats = await plan(db, sql["stats"].sql, {})
     assert "events_due_idx" in stats and "events_dead_idx" in stats, stats
     assert "Seq Scan" not in stats, stats
 

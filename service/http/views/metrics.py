@@ -15,6 +15,7 @@ from outbox.errors import CONNECTION_ERRORS
 from outbox.metrics import RELAY_RUNNING
 from service.http.metrics import record_outbox_stats
 from service.keys import CONFIG, DATABASES, RELAY
+from service.store.outbox_names import OUTBOX_NAMES
 
 STATS_TIMEOUT_S = 3.0
 
@@ -32,7 +33,7 @@ def _registry(metrics_dir: Path | None) -> CollectorRegistry:
 async def metrics(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(STATS_TIMEOUT_S):
-            rows = await outbox_admin.stats(request.app[DATABASES].outbox)
+            rows = await outbox_admin.stats(request.app[DATABASES].outbox, OUTBOX_NAMES)
     except CONNECTION_ERRORS as exc:
         logger.bind(code="db_unavailable").warning("metrics: outbox unreadable: {}", exc)
         rows = None
