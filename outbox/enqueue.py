@@ -23,6 +23,7 @@ from loguru import logger
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable, describe, server_cancelled
 from outbox.events import EnqueueResult, OutboxEvent
+from outbox.metrics import outbox_metrics
 from outbox.names import OutboxNames
 from outbox.queries import queries
 
@@ -61,6 +62,7 @@ class OutboxWriter:
         timeout_s: float = 15.0,
     ) -> None:
         self._pool = pool
+        self.names = names
         sql = queries(names)
         self._insert_events = sql["insert_events"]
         self._existing_events = sql["existing_events"]
@@ -76,7 +78,10 @@ class OutboxWriter:
     async def start(self) -> None:
         self.loops = [LoopHealth(f"outbox-writer-{i}") for i in range(self._flushers)]
         self._tasks = [
-            asyncio.create_task(supervise(health, self._flush_loop), name=health.name)
+            asyncio.create_task(
+                supervise(health, self._flush_loop, outbox_metrics(self.names).loop_restarts),
+                name=health.name,
+            )
             for health in self.loops
         ]
 

@@ -39,11 +39,12 @@ import aiopg
 from aiopg import Cursor
 from loguru import logger
 
-from outbox import activity, metrics
+from outbox import activity
 from outbox.aliases import regroup_claimed
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.backoff import Backoff
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
+from outbox.metrics import outbox_metrics
 from outbox.names import OutboxNames
 from outbox.queries import queries
 from outbox.sqlutil import savepoint, transaction
@@ -205,6 +206,7 @@ class Relay:
     ) -> None:
         self._outbox = outbox_pool
         self._sql = queries(names)
+        self._metrics = outbox_metrics(names)
         self._target = target_pool
         self._deliverers = target.deliverers
         self._child_kinds = target.child_kinds
@@ -273,7 +275,7 @@ class Relay:
         self._tasks = []
 
     async def _supervised(self, wake: asyncio.Event, health: LoopHealth) -> None:
-        await supervise(health, lambda: self._loop(wake, health))
+        await supervise(health, lambda: self._loop(wake, health), self._metrics.loop_restarts)
 
     async def _loop(self, wake: asyncio.Event, health: LoopHealth) -> None:
         pause_s = self._settings.outage_pause_min_s
@@ -314,10 +316,10 @@ class Relay:
         failure = classify(exc)
         error = describe(exc)
         health.failed(failure, error)
-        metrics.RELAY_BATCH_FAILURES.labels(failure=failure).inc()
+        self._metrics.relay_batch_failures.labels(failure=failure).inc()
         log = logger.bind(code=sqlstate(exc) or "db_unavailable", delay_ms=round(pause_s * 1000))
         if failure is Failure.OUTAGE:
-            metrics.RELAY_OUTAGES.inc()
+            self._metrics.relay_outages.inc()
             log.warning("relay paused: database unavailable: {}", error)
         elif failure is Failure.INTERNAL:
             log.bind(code="relay_internal_error").opt(exception=exc).error("relay batch failed: {}", error)
@@ -375,8 +377,8 @@ class Relay:
         await self._pause_at(PAUSE_COMMITTED)
         if outcome.release_groups:
             await self._release(outcome.release_groups)
-        metrics.RELAY_BATCH_ROWS.observe(outcome.claimed)
-        metrics.RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._metrics.relay_batch_rows.observe(outcome.claimed)
+        self._metrics.relay_batch_seconds.observe(time.perf_counter() - started)
         activity.RELAY_ACTIVITY.record_batch(outcome, time.perf_counter() - started)
         return outcome
 
@@ -504,7 +506,7 @@ class Relay:
                 raise
             if len(rows) == 1:
                 code = sqlstate(exc) or Failure.INTERNAL.value
-                metrics.RELAY_REFUSED.labels(kind=kind, sqlstate=code).inc()
+                self._metrics.relay_refused.labels(kind=kind, sqlstate=code).inc()
                 error = describe(exc) if failure is Failure.REFUSED else f"{code}: {describe(exc)}"
                 return DeliveryResult(refused={rows[0].key: error})
         middle = len(rows) // 2
@@ -570,7 +572,7 @@ class Relay:
                 held_states.append(PENDING)
                 held_delays_ms.append(0.0)
                 held_errors.append(NOT_ISOLATED)
-                metrics.RELAY_RETRIED.labels(kind=kind, reason=NOT_ISOLATED).inc()
+                self._metrics.relay_retried.labels(kind=kind, reason=NOT_ISOLATED).inc()
                 outcome.retried += 1
                 continue
             parent_pending = parents.get(row.group_key) if reason == PARENT_MISSING else None
@@ -581,7 +583,7 @@ class Relay:
                 held_delays_ms.append(self._settings.backoff.cap_ms)
                 held_errors.append(PARENT_PENDING)
                 outcome.release_groups.append(row.group_key)
-                metrics.RELAY_RETRIED.labels(kind=kind, reason=PARENT_PENDING).inc()
+                self._metrics.relay_retried.labels(kind=kind, reason=PARENT_PENDING).inc()
                 outcome.retried += 1
                 continue
             attempt = row.attempts + 1
@@ -600,21 +602,21 @@ class Relay:
             if attempt >= max_attempts or too_old or reason == UNKNOWN_KIND:
                 held_states.append(DEAD)
                 held_delays_ms.append(0.0)
-                metrics.RELAY_DEAD.labels(kind=kind, reason=reason).inc()
+                self._metrics.relay_dead.labels(kind=kind, reason=reason).inc()
                 outcome.dead += 1
                 lines.add(row, reason, error, attempt, None)
             else:
                 delay_ms = 0.0 if raced else self._settings.backoff.delay_ms(attempt, self._rng)
                 held_states.append(PENDING)
                 held_delays_ms.append(delay_ms)
-                metrics.RELAY_RETRIED.labels(kind=kind, reason=reason).inc()
+                self._metrics.relay_retried.labels(kind=kind, reason=reason).inc()
                 outcome.retried += 1
                 lines.add(row, reason, error, attempt, delay_ms)
         lines.log(self._group_field, self._key_field)
         # Counted per batch, not per row: at tens of thousands of rows a second, per-row metric and log
         # calls cost more than the SQL.
         for kind, count in delivered_by_kind.items():
-            metrics.RELAY_DELIVERED.labels(kind=kind).inc(count)
+            self._metrics.relay_delivered.labels(kind=kind).inc(count)
             logger.debug("delivered {} {} rows", count, kind)
         if delivered:
             await cur.execute(self._sql["mark_delivered"].sql, dict(seqs=delivered))

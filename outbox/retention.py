@@ -52,7 +52,7 @@ class Purger(BackgroundTask):
         *,
         dead_retention_s: float = 7 * 24 * 3600.0,
     ) -> None:
-        super().__init__()
+        super().__init__(names)
         self._pool = pool
         self._names = names
         self._retention_s = retention_s

@@ -31,7 +31,7 @@ class NotifyListener(BackgroundTask):
         reconnect_min_s: float = 0.1,
         reconnect_max_s: float = 5.0,
     ) -> None:
-        super().__init__()
+        super().__init__(names)
         self._dsn = dsn
         self._on_notify = on_notify
         self._listen_sql = queries(names)["listen"].sql

@@ -8,9 +8,9 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
-from outbox import metrics as outbox_metrics
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
+from outbox.metrics import outbox_metrics
 from outbox.relay import Relay, held_reasons
 from outbox.retention import Purger
 from outbox.wakeup import NotifyListener
@@ -137,6 +137,6 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(responder_ctx)
     app.on_shutdown.append(end_streams)
     setup_routes(app, config)
-    outbox_metrics.zero_series(ECO_TARGET, wait_reasons=held_reasons(ECO_TARGET))
+    outbox_metrics(OUTBOX_NAMES).zero_series(ECO_TARGET, wait_reasons=held_reasons(ECO_TARGET))
     zero_http_series(app.router, RATE_LIMITED_ROUTES)
     return app

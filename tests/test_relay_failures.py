@@ -22,6 +22,7 @@ from outbox.background import LoopHealth, supervise
 from outbox.backoff import Backoff
 from outbox.enqueue import OutboxWriter
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
+from outbox.metrics import outbox_metrics
 from outbox.relay import Relay
 from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
@@ -121,7 +122,7 @@ async def test_a_loop_that_dies_is_restarted_and_a_real_cancel_stops_it() -> Non
         running_again.set()
         await asyncio.Event().wait()
 
-    task = asyncio.create_task(supervise(health, run))
+    task = asyncio.create_task(supervise(health, run, outbox_metrics(OUTBOX_NAMES).loop_restarts))
     await asyncio.wait_for(running_again.wait(), timeout=10)
     assert (runs, health.restarts, health.running) == (3, 2, True)
     assert health.last_failure_class == "not_ready"

@@ -10,8 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from outbox import admin as outbox_admin
-from outbox import metrics
 from outbox.activity import RELAY_ACTIVITY
+from outbox.metrics import outbox_metrics
 from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
 from service.http.errors import ApiError
 from service.http.payload import read_json
@@ -22,12 +22,13 @@ from service.store.outbox_names import OUTBOX_NAMES
 
 ADMIN_BODY_BYTES = 64 * 1024
 # The relay's counters of rows held back or given up, shown on the admin page by their labels (reasons).
+_METRICS = outbox_metrics(OUTBOX_NAMES)
 FAILURE_COUNTERS = (
-    metrics.RELAY_RETRIED,
-    metrics.RELAY_DEAD,
-    metrics.RELAY_OUTAGES,
-    metrics.RELAY_BATCH_FAILURES,
-    metrics.RELAY_REFUSED,
+    _METRICS.relay_retried,
+    _METRICS.relay_dead,
+    _METRICS.relay_outages,
+    _METRICS.relay_batch_failures,
+    _METRICS.relay_refused,
 )
 # The page holds a bearer token: it runs only its own scripts, is never framed, and sends no Referer.
 ADMIN_PAGE_HEADERS = {

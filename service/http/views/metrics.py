@@ -12,7 +12,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from outbox import admin as outbox_admin
 from outbox.errors import CONNECTION_ERRORS
-from outbox.metrics import RELAY_RUNNING
+from outbox.metrics import outbox_metrics
 from service.http.metrics import record_outbox_stats
 from service.keys import CONFIG, DATABASES, RELAY
 from service.store.outbox_names import OUTBOX_NAMES
@@ -40,7 +40,7 @@ async def metrics(request: web.Request) -> web.Response:
     record_outbox_stats(rows)
     # An intake-only node (ECO_RELAY_LOOPS=0) has no loop to stop: it does not count as a stopped relay.
     intake_only = request.app[CONFIG].relay.loops == 0
-    RELAY_RUNNING.set(1 if intake_only or request.app[RELAY].running else 0)
+    outbox_metrics(OUTBOX_NAMES).relay_running.set(1 if intake_only or request.app[RELAY].running else 0)
     response = web.Response(body=generate_latest(_registry(request.app[CONFIG].metrics_dir)))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     response.charset = "utf-8"
