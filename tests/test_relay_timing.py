@@ -17,7 +17,8 @@ from outbox.relay import PAUSE_CLAIMED, PAUSE_MARKED, Relay, RelaySettings
 from outbox.sqlutil import transaction
 from outbox.target import DeliveryResult
 from service.store.outbox_names import OUTBOX_NAMES
-from service.target.delivery import ECO_TARGET, UPSERT_COMPLETIONS_SQL, deliver_interactions
+from service.target.delivery import ECO_TARGET, deliver_interactions
+from service.target.queries import TARGET_QUERIES
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.helpers import fetch, scalar, wait_for
 from tests.relay_pauses import Pauses
@@ -108,7 +109,7 @@ async def test_a_creation_that_waited_on_a_concurrent_completion_is_delivered(db
                     return await deliver_interactions(creation, [key], [payload])
 
             async with transaction(completion):
-                await completion.execute(UPSERT_COMPLETIONS_SQL, {"rows": f"[{payload}]"})
+                await completion.execute(TARGET_QUERIES["upsert_completions"].sql, {"rows": f"[{payload}]"})
                 created = asyncio.create_task(create())
                 await wait_for(
                     lambda: scalar(db, "select wait_event_type from pg_stat_activity where pid = %s", (pid,)),
