@@ -39,7 +39,8 @@ async def plan(db: aiopg.Pool, sql: str, params: dict[str, Any]) -> str:
     return json.dumps(document)
 
 
-async def test_status_and_stats_read_through_indexes(db: aiopg.Pool) -> None:
+async def many_retained(db: aiopg.Pool) -> None:
+    """Many delivered rows over many groups, and a few pending and dead ones."""
     await fetch(
         db,
         RETAIN_SQL.replace("%(interaction_id)s::uuid", "gen_random_uuid()"),
@@ -47,6 +48,10 @@ async def test_status_and_stats_read_through_indexes(db: aiopg.Pool) -> None:
     )
     await retain(db, 3, state="pending")
     await retain(db, 2, state="dead")
+
+
+async def test_status_and_stats_read_through_indexes(db: aiopg.Pool) -> None:
+    await many_retained(db)
     await fetch(db, "ANALYZE eco_outbox.events")
 
     sql = queries(OUTBOX_NAMES)
@@ -61,13 +66,7 @@ async def test_status_and_stats_read_through_indexes(db: aiopg.Pool) -> None:
 async def test_the_release_reads_one_group_through_a_kind_free_index(db: aiopg.Pool) -> None:
     """Without the partial indexes on a kind (sql/002, sql/003, left for a later release to drop), the
     relay's release still reads only the group's rows."""
-    await fetch(
-        db,
-        RETAIN_SQL.replace("%(interaction_id)s::uuid", "gen_random_uuid()"),
-        {"state": "delivered", "rows": RETAINED_ROWS},
-    )
-    await retain(db, 3, state="pending")
-    await retain(db, 2, state="dead")
+    await many_retained(db)
     await fetch(db, "DROP INDEX eco_outbox.events_waiting_idx, eco_outbox.events_dead_signals_idx")
     await fetch(db, "ANALYZE eco_outbox.events")
     params = {
