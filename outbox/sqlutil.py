@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from aiopg import Cursor
 
+from outbox.sql import identifier
+
 
 @asynccontextmanager
 async def transaction(cur: Cursor, *, idle_timeout_ms: int = 0) -> AsyncIterator[None]:
@@ -35,7 +37,9 @@ async def transaction(cur: Cursor, *, idle_timeout_ms: int = 0) -> AsyncIterator
 
 @asynccontextmanager
 async def savepoint(cur: Cursor, name: str) -> AsyncIterator[None]:
-    """A nested transaction inside `transaction()`: an error undoes only what ran inside it."""
+    """A nested transaction inside `transaction()`: an error undoes only what ran inside it. `name` is put
+    into the statement, so it must be a plain identifier."""
+    name = identifier(name)
     await cur.execute(f"SAVEPOINT {name}")
     try:
         yield
