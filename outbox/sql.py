@@ -55,6 +55,12 @@ class Statements(Mapping[str, Statement]):
         return len(self._statements)
 
 
+def script(path: Path, identifiers: Mapping[str, str]) -> str:
+    """A whole file of statements (a schema), its identifiers checked and put in."""
+    checked = {key: identifier(value) for key, value in identifiers.items()}
+    return _substituted(path.read_text(encoding="utf-8"), checked, path.name)
+
+
 def _sections(text: str, where: str) -> list[tuple[str, str]]:
     headers = list(_SECTION.finditer(text))
     sections: list[tuple[str, str]] = []
