@@ -18,34 +18,11 @@ from collections.abc import Sequence
 
 import aiopg
 from aiopg import Cursor
-from sqlalchemy import text
 
-from outbox.sqlutil import compile_statement, transaction
-from outbox.tables import CHANNEL, DELIVERED, PENDING
-
-# Due now, with a fresh count of attempts (the waiting was for the alias, not for the parent); dead ones
-# live again. Rows a relay holds right now are waited for, then moved.
-_MOVE = f"""
-UPDATE eco_outbox.events AS e
-SET group_key = a.group_key, payload = e.payload || a.payload, state = '{PENDING}', attempts = 0,
-    next_attempt_at = now(), dead_at = NULL, last_error = NULL
-FROM eco_outbox.events AS a
-WHERE a.kind = :alias_kind AND a.key = e.group_key AND e.kind <> :alias_kind AND e.state <> '{DELIVERED}'
-"""
-
-# The relay is woken (as by an insert) when rows moved: they are due now, not at their backoff.
-REGROUP = compile_statement(
-    text(f"""
-WITH moved AS ({_MOVE}  AND a.key = ANY(CAST(:aliases AS uuid[]))
-    RETURNING e.seq
-), wake AS (
-    SELECT pg_notify('{CHANNEL}', '') FROM (SELECT 1 FROM moved LIMIT 1) AS any_row
-)
-SELECT seq FROM moved LEFT JOIN wake ON true
-""")
-)
-REGROUP_SEQS = compile_statement(text(_MOVE + "  AND e.seq = ANY(CAST(:seqs AS bigint[]))\nRETURNING e.seq"))
-
+from outbox.names import OutboxNames
+from outbox.queries import queries
+from outbox.sql import Statements
+from outbox.sqlutil import transaction
 
 # A row a relay holds is waited for; a relay stuck on its target must not hold the caller (a request) as
 # long: past this wait the move is left to the relay, which makes it when it next holds the row.
@@ -53,7 +30,11 @@ REGROUP_LOCK_TIMEOUT_MS = 1000
 
 
 async def regroup(
-    pool: aiopg.Pool, alias_kind: str, aliases: Sequence[str], lock_timeout_ms: int = REGROUP_LOCK_TIMEOUT_MS
+    pool: aiopg.Pool,
+    names: OutboxNames,
+    alias_kind: str,
+    aliases: Sequence[str],
+    lock_timeout_ms: int = REGROUP_LOCK_TIMEOUT_MS,
 ) -> list[int]:
     """Move the rows filed under `aliases` to the groups their (committed) alias rows name; raises the
     lock timeout (55P03) when a row stayed locked longer than `lock_timeout_ms`."""
@@ -61,11 +42,13 @@ async def regroup(
         return []
     async with pool.acquire() as conn, conn.cursor() as cur, transaction(cur):
         await cur.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
-        await cur.execute(REGROUP.sql, REGROUP.bind(alias_kind=alias_kind, aliases=list(aliases)))
+        statement = queries(names)["regroup"]
+        await cur.execute(statement.sql, dict(alias_kind=alias_kind, aliases=list(aliases)))
         return [row[0] for row in await cur.fetchall()]
 
 
-async def regroup_claimed(cur: Cursor, alias_kind: str, seqs: Sequence[int]) -> list[int]:
+async def regroup_claimed(cur: Cursor, sql: Statements, alias_kind: str, seqs: Sequence[int]) -> list[int]:
     """In the relay's claim transaction: move the claimed rows in `seqs` whose alias is named by now."""
-    await cur.execute(REGROUP_SEQS.sql, REGROUP_SEQS.bind(alias_kind=alias_kind, seqs=list(seqs)))
+    statement = sql["regroup_seqs"]
+    await cur.execute(statement.sql, dict(alias_kind=alias_kind, seqs=list(seqs)))
     return [row[0] for row in await cur.fetchall()]

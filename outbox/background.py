@@ -9,9 +9,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from loguru import logger
+from prometheus_client import Counter
 
-from outbox import metrics
 from outbox.errors import Failure, classify, describe, server_cancelled
+from outbox.metrics import outbox_metrics
+from outbox.names import OutboxNames
 
 RECANCEL_INTERVAL_S = 0.5
 # A loop that died is restarted after this long, doubling while it keeps dying, up to the cap.
@@ -67,9 +69,10 @@ class LoopHealth:
         }
 
 
-async def supervise(health: LoopHealth, run: Callable[[], Awaitable[None]]) -> None:
+async def supervise(health: LoopHealth, run: Callable[[], Awaitable[None]], restarts: Counter) -> None:
     """Run `run` until it returns or the task is cancelled; restart it, with a growing delay, whenever it dies
-    of anything else, including a server-side cancel that aiopg raised as CancelledError."""
+    of anything else, including a server-side cancel that aiopg raised as CancelledError; `restarts` counts
+    them by loop."""
     delay_s = RESTART_MIN_S
     while True:
         health.running = True
@@ -92,7 +95,7 @@ async def supervise(health: LoopHealth, run: Callable[[], Awaitable[None]]) -> N
             health.running = False
         health.failed(failure, error)
         health.restarts += 1
-        metrics.LOOP_RESTARTS.labels(loop=health.name).inc()
+        restarts.labels(loop=health.name).inc()
         await asyncio.sleep(delay_s)
         delay_s = min(delay_s * 2, RESTART_MAX_S)
 
@@ -102,12 +105,15 @@ class BackgroundTask:
 
     task_name = "outbox-background"
 
-    def __init__(self) -> None:
+    def __init__(self, names: OutboxNames) -> None:
+        self._restarts = outbox_metrics(names).loop_restarts
         self._task: asyncio.Task[None] | None = None
         self.health = LoopHealth(self.task_name)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(supervise(self.health, self._run), name=self.task_name)
+        self._task = asyncio.create_task(
+            supervise(self.health, self._run, self._restarts), name=self.task_name
+        )
 
     @property
     def running(self) -> bool:

@@ -18,7 +18,7 @@ from outbox.background import BackgroundTask
 from outbox.enqueue import OutboxWriter
 from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable
 from outbox.events import OutboxEvent
-from outbox.metrics import DEFERRED_DROPPED, DEFERRED_ROWS
+from outbox.metrics import outbox_metrics
 
 # What says "the outbox is unreachable now, try again later" (TimeoutError is among CONNECTION_ERRORS).
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailable, *CONNECTION_ERRORS)
@@ -32,8 +32,10 @@ class DeferredWrites(BackgroundTask):
     task_name = "outbox-deferred"
 
     def __init__(self, writer: OutboxWriter, *, max_rows: int, retry_s: float) -> None:
-        super().__init__()
+        super().__init__(writer.names)
         self._writer = writer
+        metrics = outbox_metrics(writer.names)
+        self._rows_gauge, self._dropped = metrics.deferred_rows, metrics.deferred_dropped
         self._max_rows = max_rows
         self._retry_s = retry_s
         self._batches: deque[Sequence[OutboxEvent]] = deque()
@@ -62,11 +64,11 @@ class DeferredWrites(BackgroundTask):
         while self._rows > self._max_rows and self._batches:
             dropped = self._batches.popleft()
             self._rows -= len(dropped)
-            DEFERRED_DROPPED.inc(len(dropped))
+            self._dropped.inc(len(dropped))
             logger.bind(code="deferred_dropped", group_key=str(dropped[0].group_key)).error(
                 "deferred queue full: dropped {} rows", len(dropped)
             )
-        DEFERRED_ROWS.set(self._rows)
+        self._rows_gauge.set(self._rows)
 
     async def flush(self) -> bool:
         """Write the held batches in order; stops at the first that meets the outbox still down."""
@@ -77,7 +79,7 @@ class DeferredWrites(BackgroundTask):
                 except RETRYABLE_ERRORS:
                     return False
                 self._rows -= len(self._batches.popleft())
-                DEFERRED_ROWS.set(self._rows)
+                self._rows_gauge.set(self._rows)
             return True
 
     async def close(self, timeout_s: float) -> None:
@@ -95,7 +97,7 @@ class DeferredWrites(BackgroundTask):
             except TimeoutError:
                 break
         if self._batches:
-            DEFERRED_DROPPED.inc(self._rows)
+            self._dropped.inc(self._rows)
             logger.bind(code="deferred_dropped").error(
                 "shutdown: {} held rows never reached the outbox", self._rows
             )

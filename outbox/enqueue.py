@@ -23,7 +23,9 @@ from loguru import logger
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.errors import CONNECTION_ERRORS, DatabaseUnavailable, describe, server_cancelled
 from outbox.events import EnqueueResult, OutboxEvent
-from outbox.queries import EXISTING_EVENTS, INSERT_EVENTS
+from outbox.metrics import outbox_metrics
+from outbox.names import OutboxNames
+from outbox.queries import queries
 
 
 def encode_payload(payload: dict[str, object]) -> str:
@@ -52,6 +54,7 @@ class OutboxWriter:
     def __init__(
         self,
         pool: aiopg.Pool,
+        names: OutboxNames,
         *,
         max_rows: int = 500,
         wait_ms: float = 0.0,
@@ -59,6 +62,10 @@ class OutboxWriter:
         timeout_s: float = 15.0,
     ) -> None:
         self._pool = pool
+        self.names = names
+        sql = queries(names)
+        self._insert_events = sql["insert_events"]
+        self._existing_events = sql["existing_events"]
         self._max_rows = max_rows
         self._wait_s = wait_ms / 1000
         self._flushers = flushers
@@ -71,7 +78,10 @@ class OutboxWriter:
     async def start(self) -> None:
         self.loops = [LoopHealth(f"outbox-writer-{i}") for i in range(self._flushers)]
         self._tasks = [
-            asyncio.create_task(supervise(health, self._flush_loop), name=health.name)
+            asyncio.create_task(
+                supervise(health, self._flush_loop, outbox_metrics(self.names).loop_restarts),
+                name=health.name,
+            )
             for health in self.loops
         ]
 
@@ -202,7 +212,7 @@ class OutboxWriter:
             events = [event for request in requests for event in request.events]
             if not events:
                 return set()
-            params = INSERT_EVENTS.bind(
+            params = dict(
                 kinds=[str(event.kind) for event in events],
                 keys=[str(event.key) for event in events],
                 group_keys=[str(event.group_key) for event in events],
@@ -211,14 +221,13 @@ class OutboxWriter:
             )
             # One round trip: SET LOCAL holds for the statement's implicit transaction only.
             await cur.execute(
-                f"SET LOCAL statement_timeout = {self._statement_timeout_ms}; {INSERT_EVENTS.sql}", params
+                f"SET LOCAL statement_timeout = {self._statement_timeout_ms}; {self._insert_events.sql}",
+                params,
             )
             rows = await cur.fetchall()
             if retried:
                 # What the first try committed conflicts now: its rows count as inserted by this request.
-                await cur.execute(
-                    EXISTING_EVENTS.sql, EXISTING_EVENTS.bind(kinds=params["kinds"], keys=params["keys"])
-                )
+                await cur.execute(self._existing_events.sql, dict(kinds=params["kinds"], keys=params["keys"]))
                 rows += await cur.fetchall()
         return {(kind, key) for kind, key in rows}
 

@@ -39,20 +39,14 @@ import aiopg
 from aiopg import Cursor
 from loguru import logger
 
-from outbox import activity, metrics
+from outbox import activity
 from outbox.aliases import regroup_claimed
 from outbox.background import LoopHealth, cancel_and_wait, supervise
 from outbox.backoff import Backoff
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
-from outbox.queries import (
-    CLAIM,
-    MARK_DELIVERED,
-    MARK_HELD,
-    PARENT_STATES,
-    RELEASE_WAITING,
-    RENEW_CLAIM,
-    SECONDS_UNTIL_DUE,
-)
+from outbox.metrics import outbox_metrics
+from outbox.names import OutboxNames
+from outbox.queries import queries
 from outbox.sqlutil import savepoint, transaction
 from outbox.tables import DEAD, PENDING
 from outbox.target import PARENT_MISSING, DeliveryResult, Target
@@ -203,10 +197,13 @@ class Relay:
         target: Target,
         settings: RelaySettings,
         *,
+        names: OutboxNames,
         rng: random.Random | None = None,
         pause: Pause = _no_pause,
     ) -> None:
         self._outbox = outbox_pool
+        self._sql = queries(names)
+        self._metrics = outbox_metrics(names)
         self._target = target_pool
         self._deliverers = target.deliverers
         self._child_kinds = target.child_kinds
@@ -275,7 +272,7 @@ class Relay:
         self._tasks = []
 
     async def _supervised(self, wake: asyncio.Event, health: LoopHealth) -> None:
-        await supervise(health, lambda: self._loop(wake, health))
+        await supervise(health, lambda: self._loop(wake, health), self._metrics.loop_restarts)
 
     async def _loop(self, wake: asyncio.Event, health: LoopHealth) -> None:
         pause_s = self._settings.outage_pause_min_s
@@ -316,10 +313,10 @@ class Relay:
         failure = classify(exc)
         error = describe(exc)
         health.failed(failure, error)
-        metrics.RELAY_BATCH_FAILURES.labels(failure=failure).inc()
+        self._metrics.relay_batch_failures.labels(failure=failure).inc()
         log = logger.bind(code=sqlstate(exc) or "db_unavailable", delay_ms=round(pause_s * 1000))
         if failure is Failure.OUTAGE:
-            metrics.RELAY_OUTAGES.inc()
+            self._metrics.relay_outages.inc()
             log.warning("relay paused: database unavailable: {}", error)
         elif failure is Failure.INTERNAL:
             log.bind(code="relay_internal_error").opt(exception=exc).error("relay batch failed: {}", error)
@@ -344,7 +341,7 @@ class Relay:
 
     async def _seconds_until_due(self) -> float:
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(SECONDS_UNTIL_DUE.sql, SECONDS_UNTIL_DUE.bind(kinds=list(self._deliverers)))
+            await cur.execute(self._sql["seconds_until_due"].sql, dict(kinds=list(self._deliverers)))
             row = await cur.fetchone()
         seconds = row[0] if row and row[0] is not None else self._settings.poll_s
         return max(0.0, min(seconds, self._settings.poll_s))
@@ -357,8 +354,8 @@ class Relay:
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
             async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
                 await cur.execute(
-                    CLAIM.sql,
-                    CLAIM.bind(
+                    self._sql["claim"].sql,
+                    dict(
                         limit=self._settings.batch_size,
                         kinds=list(self._deliverers),
                         unknown_after=timedelta(seconds=self._settings.max_age_s),
@@ -377,8 +374,8 @@ class Relay:
         await self._pause_at(PAUSE_COMMITTED)
         if outcome.release_groups:
             await self._release(outcome.release_groups)
-        metrics.RELAY_BATCH_ROWS.observe(outcome.claimed)
-        metrics.RELAY_BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._metrics.relay_batch_rows.observe(outcome.claimed)
+        self._metrics.relay_batch_seconds.observe(time.perf_counter() - started)
         activity.RELAY_ACTIVITY.record_batch(outcome, time.perf_counter() - started)
         return outcome
 
@@ -404,7 +401,7 @@ class Relay:
                     async with asyncio.timeout(self._renew_s):
                         await done.wait()
                 except TimeoutError:
-                    await cur.execute(RENEW_CLAIM.sql, RENEW_CLAIM.params)
+                    await cur.execute(self._sql["renew_claim"].sql)
 
         async def stop_renewing() -> None:
             # Never cancelled mid-statement (aiopg would close the connection): it ends at its next check.
@@ -413,7 +410,7 @@ class Relay:
 
         async def fence() -> None:
             await stop_renewing()
-            await cur.execute(RENEW_CLAIM.sql, RENEW_CLAIM.params)
+            await cur.execute(self._sql["renew_claim"].sql)
 
         renewing = asyncio.create_task(renew())
         try:
@@ -433,8 +430,8 @@ class Relay:
         """
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
             await cur.execute(
-                RELEASE_WAITING.sql,
-                RELEASE_WAITING.bind(
+                self._sql["release_waiting"].sql,
+                dict(
                     child_kinds=self._child_kinds,
                     parent_kinds=self._parent_kinds,
                     group_keys=sorted(set(group_keys)),
@@ -519,7 +516,7 @@ class Relay:
                 raise
             if len(rows) == 1:
                 code = sqlstate(exc) or Failure.INTERNAL.value
-                metrics.RELAY_REFUSED.labels(kind=kind, sqlstate=code).inc()
+                self._metrics.relay_refused.labels(kind=kind, sqlstate=code).inc()
                 error = describe(exc) if failure is Failure.REFUSED else f"{code}: {describe(exc)}"
                 return DeliveryResult(refused={rows[0].key: error})
         middle = len(rows) // 2
@@ -534,7 +531,7 @@ class Relay:
             return
         seqs = [row.seq for row in rows if results[row.kind].held.get(row.key) == self._unresolved]
         if seqs:
-            await regroup_claimed(cur, self._alias_kind, seqs)
+            await regroup_claimed(cur, self._sql, self._alias_kind, seqs)
 
     async def _parent_states(self, cur: Cursor, group_keys: set[str]) -> dict[str, bool]:
         """Group key -> True if its parent is still pending in the outbox, False if delivered; absent if
@@ -542,8 +539,8 @@ class Relay:
         if not group_keys:
             return {}
         await cur.execute(
-            PARENT_STATES.sql,
-            PARENT_STATES.bind(parent_kinds=self._parent_kinds, group_keys=list(group_keys)),
+            self._sql["parent_states"].sql,
+            dict(parent_kinds=self._parent_kinds, group_keys=list(group_keys)),
         )
         return {key: pending for key, pending in await cur.fetchall()}
 
@@ -585,7 +582,7 @@ class Relay:
                 held_states.append(PENDING)
                 held_delays_ms.append(0.0)
                 held_errors.append(NOT_ISOLATED)
-                metrics.RELAY_RETRIED.labels(kind=kind, reason=NOT_ISOLATED).inc()
+                self._metrics.relay_retried.labels(kind=kind, reason=NOT_ISOLATED).inc()
                 outcome.retried += 1
                 continue
             parent_pending = parents.get(row.group_key) if reason == PARENT_MISSING else None
@@ -596,7 +593,7 @@ class Relay:
                 held_delays_ms.append(self._settings.backoff.cap_ms)
                 held_errors.append(PARENT_PENDING)
                 outcome.release_groups.append(row.group_key)
-                metrics.RELAY_RETRIED.labels(kind=kind, reason=PARENT_PENDING).inc()
+                self._metrics.relay_retried.labels(kind=kind, reason=PARENT_PENDING).inc()
                 outcome.retried += 1
                 continue
             attempt = row.attempts + 1
@@ -615,28 +612,28 @@ class Relay:
             if attempt >= max_attempts or too_old or reason == UNKNOWN_KIND:
                 held_states.append(DEAD)
                 held_delays_ms.append(0.0)
-                metrics.RELAY_DEAD.labels(kind=kind, reason=reason).inc()
+                self._metrics.relay_dead.labels(kind=kind, reason=reason).inc()
                 outcome.dead += 1
                 lines.add(row, reason, error, attempt, None)
             else:
                 delay_ms = 0.0 if raced else self._settings.backoff.delay_ms(attempt, self._rng)
                 held_states.append(PENDING)
                 held_delays_ms.append(delay_ms)
-                metrics.RELAY_RETRIED.labels(kind=kind, reason=reason).inc()
+                self._metrics.relay_retried.labels(kind=kind, reason=reason).inc()
                 outcome.retried += 1
                 lines.add(row, reason, error, attempt, delay_ms)
         lines.log(self._group_field, self._key_field)
         # Counted per batch, not per row: at tens of thousands of rows a second, per-row metric and log
         # calls cost more than the SQL.
         for kind, count in delivered_by_kind.items():
-            metrics.RELAY_DELIVERED.labels(kind=kind).inc(count)
+            self._metrics.relay_delivered.labels(kind=kind).inc(count)
             logger.debug("delivered {} {} rows", count, kind)
         if delivered:
-            await cur.execute(MARK_DELIVERED.sql, MARK_DELIVERED.bind(seqs=delivered))
+            await cur.execute(self._sql["mark_delivered"].sql, dict(seqs=delivered))
         if held_seqs:
             await cur.execute(
-                MARK_HELD.sql,
-                MARK_HELD.bind(
+                self._sql["mark_held"].sql,
+                dict(
                     seqs=held_seqs,
                     charges=held_charges,
                     states=held_states,

@@ -11,15 +11,16 @@ from loguru import logger
 
 from outbox.background import BackgroundTask
 from outbox.errors import CONNECTION_ERRORS, classify, describe
-from outbox.queries import PURGE_DEAD_BATCH, PURGE_DELIVERED
-from outbox.sqlutil import Compiled
+from outbox.names import OutboxNames
+from outbox.queries import queries
+from outbox.sql import Statement
 
 
-async def _purge(pool: aiopg.Pool, statement: Compiled, retention_s: float, batch: int) -> int:
+async def _purge(pool: aiopg.Pool, statement: Statement, retention_s: float, batch: int) -> int:
     total = 0
     while True:
         async with pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(statement.sql, statement.bind(retention_s=retention_s, limit=batch))
+            await cur.execute(statement.sql, dict(retention_s=retention_s, limit=batch))
             deleted = cur.rowcount
         total += deleted
         if deleted < batch:
@@ -27,14 +28,14 @@ async def _purge(pool: aiopg.Pool, statement: Compiled, retention_s: float, batc
         await asyncio.sleep(0)
 
 
-async def purge_delivered(pool: aiopg.Pool, retention_s: float, batch: int) -> int:
+async def purge_delivered(pool: aiopg.Pool, names: OutboxNames, retention_s: float, batch: int) -> int:
     """Delete delivered rows older than `retention_s`, `batch` rows per statement; returns how many."""
-    return await _purge(pool, PURGE_DELIVERED, retention_s, batch)
+    return await _purge(pool, queries(names)["purge_delivered"], retention_s, batch)
 
 
-async def purge_dead(pool: aiopg.Pool, retention_s: float, batch: int) -> int:
+async def purge_dead(pool: aiopg.Pool, names: OutboxNames, retention_s: float, batch: int) -> int:
     """Delete rows dead for longer than `retention_s`, `batch` rows per statement; returns how many."""
-    return await _purge(pool, PURGE_DEAD_BATCH, retention_s, batch)
+    return await _purge(pool, queries(names)["purge_dead_batch"], retention_s, batch)
 
 
 @dataclass(frozen=True)
@@ -54,17 +55,18 @@ class Purger(BackgroundTask):
 
     task_name = "outbox-purger"
 
-    def __init__(self, pool: aiopg.Pool, settings: PurgeSettings) -> None:
-        super().__init__()
+    def __init__(self, pool: aiopg.Pool, names: OutboxNames, settings: PurgeSettings) -> None:
+        super().__init__(names)
         self._pool = pool
+        self._names = names
         self._settings = settings
 
     async def _run(self) -> None:
         settings = self._settings
         while True:
             try:
-                purged = await purge_delivered(self._pool, settings.retention_s, settings.batch)
-                dead = await purge_dead(self._pool, settings.dead_retention_s, settings.batch)
+                purged = await purge_delivered(self._pool, self._names, settings.retention_s, settings.batch)
+                dead = await purge_dead(self._pool, self._names, settings.dead_retention_s, settings.batch)
                 self.health.succeeded()
                 if purged or dead:
                     logger.info("purged {} delivered and {} dead outbox rows", purged, dead)

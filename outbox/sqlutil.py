@@ -1,34 +1,13 @@
-"""Running SQLAlchemy Core statements on aiopg: compile once with the psycopg2 dialect, execute the string;
-and transactions that survive a dead connection quietly."""
+"""Transactions on aiopg's autocommit cursors that survive a dead connection quietly."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
 from aiopg import Cursor
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql import ClauseElement
 
-_DIALECT = postgresql.psycopg2.dialect()
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """A statement compiled once at import, with the literal parameters SQLAlchemy bound for it."""
-
-    sql: str
-    params: dict[str, Any]
-
-    def bind(self, **params: Any) -> dict[str, Any]:
-        return {**self.params, **params}
-
-
-def compile_statement(stmt: ClauseElement) -> Compiled:
-    compiled = stmt.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
-    return Compiled(compiled.string, dict(compiled.params))
+from outbox.sql import identifier
 
 
 @asynccontextmanager
@@ -58,7 +37,9 @@ async def transaction(cur: Cursor, *, idle_timeout_ms: int = 0) -> AsyncIterator
 
 @asynccontextmanager
 async def savepoint(cur: Cursor, name: str) -> AsyncIterator[None]:
-    """A nested transaction inside `transaction()`: an error undoes only what ran inside it."""
+    """A nested transaction inside `transaction()`: an error undoes only what ran inside it. `name` is put
+    into the statement, so it must be a plain identifier."""
+    name = identifier(name)
     await cur.execute(f"SAVEPOINT {name}")
     try:
         yield

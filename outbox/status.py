@@ -11,7 +11,8 @@ from typing import Any
 
 import aiopg
 
-from outbox.queries import EVENTS_OF_GROUP
+from outbox.names import OutboxNames
+from outbox.queries import queries
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,13 @@ class GroupStatus:
     truncated: bool
 
 
-async def group_status(pool: aiopg.Pool, group_key: uuid.UUID, max_rows: int) -> GroupStatus:
+async def group_status(
+    pool: aiopg.Pool, names: OutboxNames, group_key: uuid.UUID, max_rows: int
+) -> GroupStatus:
     """The group's first `max_rows` outbox rows, oldest first."""
-    params = EVENTS_OF_GROUP.bind(group_key=str(group_key), limit=max_rows + 1)
+    statement = queries(names)["events_of_group"]
+    params = dict(group_key=str(group_key), limit=max_rows + 1)
     async with pool.acquire() as conn, conn.cursor() as cur:
-        await cur.execute(EVENTS_OF_GROUP.sql, params)
+        await cur.execute(statement.sql, params)
         rows = [EventStatus(*row) for row in await cur.fetchall()]
     return GroupStatus(events=rows[:max_rows], truncated=len(rows) > max_rows)

@@ -14,7 +14,8 @@ from loguru import logger
 
 from outbox.background import BackgroundTask
 from outbox.errors import CONNECTION_ERRORS, classify, describe
-from outbox.tables import CHANNEL
+from outbox.names import OutboxNames
+from outbox.queries import queries
 
 
 class NotifyListener(BackgroundTask):
@@ -24,16 +25,16 @@ class NotifyListener(BackgroundTask):
         self,
         dsn: str,
         on_notify: Callable[[], None],
+        names: OutboxNames,
         *,
-        channel: str = CHANNEL,
         timeout_s: float = 10.0,
         reconnect_min_s: float = 0.1,
         reconnect_max_s: float = 5.0,
     ) -> None:
-        super().__init__()
+        super().__init__(names)
         self._dsn = dsn
         self._on_notify = on_notify
-        self._channel = channel
+        self._listen_sql = queries(names)["listen"].sql
         self._timeout_s = timeout_s
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
@@ -44,7 +45,7 @@ class NotifyListener(BackgroundTask):
             try:
                 async with aiopg.connect(self._dsn, timeout=self._timeout_s, enable_hstore=False) as conn:
                     async with conn.cursor() as cur:
-                        await cur.execute(f"LISTEN {self._channel}")
+                        await cur.execute(self._listen_sql)
                     self.health.succeeded()
                     delay_s = self._reconnect_min_s
                     self._on_notify()

@@ -8,9 +8,9 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
-from outbox import metrics as outbox_metrics
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
+from outbox.metrics import outbox_metrics
 from outbox.relay import Relay, held_reasons
 from outbox.retention import Purger
 from outbox.wakeup import NotifyListener
@@ -42,6 +42,7 @@ from service.keys import (
 )
 from service.store import migrations
 from service.store.database import open_databases
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 
 # Streams get this long to send their final event on shutdown before aiohttp cancels the handlers.
@@ -74,16 +75,17 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     flushed through the writer before it closes, and the relay finishes its batch."""
     config = app[CONFIG]
     databases = app[DATABASES]
-    relay = Relay(databases.outbox, databases.target, ECO_TARGET, config.relay)
+    relay = Relay(databases.outbox, databases.target, ECO_TARGET, config.relay, names=OUTBOX_NAMES)
     writer = OutboxWriter(
         databases.outbox,
+        OUTBOX_NAMES,
         max_rows=config.intake_batch_max_rows,
         wait_ms=config.intake_batch_wait_ms,
         flushers=config.intake_flushers,
         timeout_s=config.enqueue_timeout_s,
     )
-    listener = NotifyListener(databases.outbox_dsn, relay.wake, timeout_s=config.db_timeout_s)
-    purger = Purger(databases.outbox, config.purge)
+    listener = NotifyListener(databases.outbox_dsn, relay.wake, OUTBOX_NAMES, timeout_s=config.db_timeout_s)
+    purger = Purger(databases.outbox, OUTBOX_NAMES, config.purge)
     deferred = DeferredWrites(writer, max_rows=config.deferred_max_rows, retry_s=config.deferred_retry_s)
     await writer.start()
     deferred.start()
@@ -134,6 +136,6 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(responder_ctx)
     app.on_shutdown.append(end_streams)
     setup_routes(app, config)
-    outbox_metrics.zero_series(ECO_TARGET, wait_reasons=held_reasons(ECO_TARGET))
+    outbox_metrics(OUTBOX_NAMES).zero_series(ECO_TARGET, wait_reasons=held_reasons(ECO_TARGET))
     zero_http_series(app.router, RATE_LIMITED_ROUTES)
     return app

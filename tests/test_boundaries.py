@@ -4,11 +4,13 @@ engine imports no service, the service's layers, no cycles) are checked here too
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from service.config import PROJECT_DIR
+from service.target.rows import Kind
 
 
 def test_import_contracts_are_kept() -> None:
@@ -27,12 +29,15 @@ def test_import_contracts_are_kept() -> None:
 
 
 def test_the_engine_names_no_target() -> None:
-    """No ECO table, column or kind in the engine: it is handed its target when it is built."""
-    words = ("analytics", "interaction", "signal", "eco_interactions", "eco_passive")
+    """No word of the application in the engine (its code and its SQL): no ECO name, no target table or
+    column, no kind of the target; the names it works under are handed to it (OutboxNames), as its target
+    is."""
+    words = {"analytics", "eco_interactions", "eco_passive", *(str(kind) for kind in Kind)}
+    pattern = re.compile(r"\beco(?:_|\b)|" + "|".join(sorted(map(re.escape, words))), re.IGNORECASE)
     found = [
-        f"{path.relative_to(PROJECT_DIR)}: {word}"
-        for path in sorted((PROJECT_DIR / "outbox").glob("*.py"))
-        for word in words
-        if word in path.read_text(encoding="utf-8").lower()
+        f"{path.relative_to(PROJECT_DIR)}: {match}"
+        for path in sorted((PROJECT_DIR / "outbox").rglob("*"))
+        if path.suffix in {".py", ".sql"}
+        for match in sorted(set(pattern.findall(path.read_text(encoding="utf-8"))))
     ]
     assert found == []

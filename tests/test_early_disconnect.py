@@ -19,6 +19,7 @@ from outbox.errors import DatabaseUnavailable
 from service.app import create_app
 from service.chat import interaction
 from service.config import Config
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.rows import signal_event
 from tests.helpers import fetch, probe, scalar, wait_for
 from tests.test_ask_eco import SSE, serve
@@ -89,7 +90,7 @@ async def test_a_503_at_the_deadline_is_true_and_its_retry_is_a_normal_answer(
     """One flusher; the first request's INSERT waits on a lock, the second waits in the queue. Both outlive
     the deadline and get a 503: the first because its statement's own timeout cancelled it, the second
     because it never left the queue. Neither is stored, so once the lock goes both retries are new."""
-    writer = OutboxWriter(db, flushers=1, timeout_s=0.3)
+    writer = OutboxWriter(db, OUTBOX_NAMES, flushers=1, timeout_s=0.3)
     await writer.start()
     try:
         first, second = signal_event(uuid.uuid4(), "a", {}), signal_event(uuid.uuid4(), "b", {})

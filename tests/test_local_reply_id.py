@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from outbox.relay import Relay
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import Parent, local_group, signal_event
 from tests.conftest import TEST_RELAY
@@ -189,7 +190,9 @@ async def test_a_local_id_nothing_ties_within_the_max_age_dies_of_it(db: Any) ->
     signal = signal_event(Parent(local_id=local), "view", {})
     await enqueue(db, [signal])
     await fetch(db, "update eco_outbox.events set created_at = now() - interval '2 hours'")
-    relay = Relay(db, db, ECO_TARGET, replace(TEST_RELAY, max_attempts=1000, max_age_s=3600.0))
+    relay = Relay(
+        db, db, ECO_TARGET, replace(TEST_RELAY, max_attempts=1000, max_age_s=3600.0), names=OUTBOX_NAMES
+    )
 
     assert (await relay.run_once()).dead == 1
     assert await fetch(db, "select state, attempts, last_error from eco_outbox.events") == [

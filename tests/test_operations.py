@@ -15,6 +15,7 @@ from outbox.retention import PurgeSettings, purge_delivered
 from service.http.ratelimit import RateLimiter
 from service.keys import DATABASES, RELAY
 from service.runtime.logs import setup_logging
+from service.store.outbox_names import OUTBOX_NAMES
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch, iter_sse, scalar, wait_for
 
@@ -232,7 +233,7 @@ async def test_retention_purges_old_delivered_rows_in_batches_and_keeps_the_rest
     )
     await client.app[RELAY].stop()
     await fetch(db, "UPDATE eco_outbox.events SET next_attempt_at = now() + interval '1 hour' RETURNING seq")
-    purged = await purge_delivered(client.app[DATABASES].outbox, retention_s=3600, batch=2)
+    purged = await purge_delivered(client.app[DATABASES].outbox, OUTBOX_NAMES, retention_s=3600, batch=2)
     assert purged == 5
     counts = dict(await fetch(db, "SELECT state, count(*) FROM eco_outbox.events GROUP BY state"))
     assert counts == {"delivered": 5, "dead": 5, "pending": 5}

@@ -20,6 +20,7 @@ from psycopg2.extensions import make_dsn, parse_dsn
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
 from service.keys import DEFERRED
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.rows import InteractionRow, completion_event, signal_event
 from tests.helpers import fetch, probe, wait_for
 from tests.pg import admin
@@ -161,7 +162,7 @@ def dropped_total() -> float:
 
 async def test_the_held_queue_is_bounded_and_counts_what_it_drops(database_url: str, db: aiopg.Pool) -> None:
     pool = await aiopg.create_pool(database_url, minsize=0, maxsize=2, enable_hstore=False, timeout=5.0)
-    writer = OutboxWriter(pool)
+    writer = OutboxWriter(pool, OUTBOX_NAMES)
     await writer.start()
     deferred = DeferredWrites(writer, max_rows=3, retry_s=3600.0)
     batches = []

@@ -24,6 +24,7 @@ from outbox.relay import Relay, RelaySettings
 from outbox.retention import purge_delivered
 from service.app import create_app
 from service.config import Config
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, completion_event, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
@@ -99,7 +100,7 @@ async def test_parent_delivered_by_the_relay_releases_waiting_signals(
     waiting = await wait_for(lambda: outbox_row(db, signal_id), lambda row: row["attempts"] >= 1)
     assert waiting["next_attempt_at"] - waiting["created_at"] >= timedelta(seconds=30)
 
-    writer = OutboxWriter(db)
+    writer = OutboxWriter(db, OUTBOX_NAMES)
     await writer.start()
     try:
         await writer.enqueue([interaction_event(InteractionRow(id=iid, created_at=datetime.now(UTC)))])
@@ -129,10 +130,10 @@ async def test_orphan_signal_is_dead_lettered_and_kept(
     assert row["payload"]["meta"] == {"screen": "chat", "type": "passive", "value": 2.0}
     assert await target_count(db, signal_id) == 0
 
-    [letter] = await outbox_admin.list_dead(db)
+    [letter] = await outbox_admin.list_dead(db, OUTBOX_NAMES)
     assert (letter.seq, letter.key, letter.kind, letter.attempts) == (row["seq"], signal_id, "signal", 3)
     assert letter.payload == row["payload"]
-    await purge_delivered(db, retention_s=0.0, batch=100)
+    await purge_delivered(db, OUTBOX_NAMES, retention_s=0.0, batch=100)
     assert await outbox_row(db, signal_id) == row, "retention purges delivered rows only"
 
 
@@ -164,7 +165,9 @@ async def test_age_kills_a_waiting_child_never_a_parent(db: Any) -> None:
     orphan = signal_event(uuid.uuid4(), "view", {})
     await enqueue(db, [parent, orphan])
     await fetch(db, "update eco_outbox.events set created_at = now() - interval '10 seconds'")
-    outcome = await Relay(db, db, ECO_TARGET, replace(TEST_RELAY, max_age_s=1.0)).run_once()
+    outcome = await Relay(
+        db, db, ECO_TARGET, replace(TEST_RELAY, max_age_s=1.0), names=OUTBOX_NAMES
+    ).run_once()
     assert (outcome.claimed, outcome.dead, outcome.retried) == (2, 1, 1)
     states = dict(await fetch(db, "select kind, state || ' ' || attempts from eco_outbox.events"))
     assert states == {"interaction": "pending 1", "signal": "dead 1"}
@@ -222,7 +225,7 @@ def test_backoff_jitter_spreads_retries() -> None:
 
 
 async def enqueue(db: Any, events: list[OutboxEvent]) -> None:
-    writer = OutboxWriter(db)
+    writer = OutboxWriter(db, OUTBOX_NAMES)
     await writer.start()
     try:
         await writer.enqueue(events)
@@ -241,7 +244,7 @@ async def test_relay_records_attempts_with_growing_backoff(db: Any) -> None:
     """Each failed attempt is counted and sets next_attempt_at exactly the policy's delay after the claim."""
     backoff = Backoff(base_ms=1000, cap_ms=8000)
     settings = RelaySettings(max_attempts=7, backoff=backoff)
-    relay = Relay(db, db, ECO_TARGET, settings, rng=random.Random(7))
+    relay = Relay(db, db, ECO_TARGET, settings, rng=random.Random(7), names=OUTBOX_NAMES)
     expected_rng = random.Random(7)
     event = signal_event(uuid.uuid4(), "view", {})
     await enqueue(db, [event])
@@ -285,12 +288,16 @@ async def test_requeued_dead_signal_is_delivered_once_its_parent_exists(
     signal_id = await post_signal(client, iid)
     dead = await wait_for(lambda: outbox_row(db, signal_id), lambda row: row["state"] == "dead")
     await insert_interaction(db, iid)
-    assert await outbox_admin.requeue(db, [dead["seq"] + 1000]) == [], "only dead rows are requeued"
-    assert await outbox_admin.requeue(db, [dead["seq"]]) == [dead["seq"]]
+    assert await outbox_admin.requeue(db, OUTBOX_NAMES, [dead["seq"] + 1000]) == [], (
+        "only dead rows are requeued"
+    )
+    assert await outbox_admin.requeue(db, OUTBOX_NAMES, [dead["seq"]]) == [dead["seq"]]
     row = await wait_for(lambda: outbox_row(db, signal_id), lambda row: row["state"] == "delivered")
     assert row["attempts"] == 1 and row["dead_at"] is None and row["payload"] == dead["payload"]
     assert await target_count(db, signal_id) == 1
-    assert await outbox_admin.requeue(db, [dead["seq"]]) == [], "a delivered row is not requeued"
+    assert await outbox_admin.requeue(db, OUTBOX_NAMES, [dead["seq"]]) == [], (
+        "a delivered row is not requeued"
+    )
 
 
 # (e) idempotent delivery ------------------------------------------------------------------------------------
@@ -326,7 +333,7 @@ async def test_redelivery_is_idempotent(db: Any) -> None:
         *(signal_event(iid, f"s{i}", {"i": i}) for i in range(3)),
     ]
     await enqueue(db, events)
-    relay = Relay(db, db, ECO_TARGET, TEST_RELAY)
+    relay = Relay(db, db, ECO_TARGET, TEST_RELAY, names=OUTBOX_NAMES)
     first = await relay.run_once()
     assert (first.claimed, first.delivered) == (5, 5)
     snapshot = await target_snapshot(db)
@@ -350,7 +357,9 @@ async def test_concurrent_relays_never_claim_the_same_row(db: Any) -> None:
         *(signal_event(iid, "view", {"i": i}) for i in range(40)),
     ]
     await enqueue(db, events)
-    relays = [Relay(db, db, ECO_TARGET, replace(TEST_RELAY, batch_size=10)) for _ in range(2)]
+    relays = [
+        Relay(db, db, ECO_TARGET, replace(TEST_RELAY, batch_size=10), names=OUTBOX_NAMES) for _ in range(2)
+    ]
     delivered = 0
 
     async def both_relays() -> int:
@@ -372,7 +381,9 @@ async def test_held_rows_are_logged_per_batch_not_per_row(db: Any) -> None:
     records: list[Any] = []
     sink = logger.add(lambda message: records.append(message.record), level="INFO")
     try:
-        relay = Relay(db, db, ECO_TARGET, replace(TEST_RELAY, max_attempts=2, orphan_max_attempts=2))
+        relay = Relay(
+            db, db, ECO_TARGET, replace(TEST_RELAY, max_attempts=2, orphan_max_attempts=2), names=OUTBOX_NAMES
+        )
         retried = await relay.run_once()
         await fetch(db, "UPDATE eco_outbox.events SET next_attempt_at = now()")
         dead = await relay.run_once()

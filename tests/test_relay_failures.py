@@ -22,7 +22,9 @@ from outbox.background import LoopHealth, supervise
 from outbox.backoff import Backoff
 from outbox.enqueue import OutboxWriter
 from outbox.errors import Failure, classify, describe, server_cancelled, sqlstate
+from outbox.metrics import outbox_metrics
 from outbox.relay import Relay
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
@@ -120,7 +122,7 @@ async def test_a_loop_that_dies_is_restarted_and_a_real_cancel_stops_it() -> Non
         running_again.set()
         await asyncio.Event().wait()
 
-    task = asyncio.create_task(supervise(health, run))
+    task = asyncio.create_task(supervise(health, run, outbox_metrics(OUTBOX_NAMES).loop_restarts))
     await asyncio.wait_for(running_again.wait(), timeout=10)
     assert (runs, health.restarts, health.running) == (3, 2, True)
     assert health.last_failure_class == "not_ready"
@@ -192,7 +194,7 @@ async def test_a_signal_dead_of_a_missing_parent_is_revived_when_its_parent_land
         lambda state: state == "dead",
     )
     # Its parent comes through the outbox, as an ask would send it.
-    writer = OutboxWriter(db)
+    writer = OutboxWriter(db, OUTBOX_NAMES)
     await writer.start()
     try:
         await writer.enqueue([interaction_event(InteractionRow(id=iid, created_at=datetime.now(UTC)))])
@@ -214,10 +216,14 @@ async def test_a_signal_whose_parent_is_pending_in_the_outbox_is_not_charged(db:
     # A max age of 0 would kill any charged row at its first miss; the long cap keeps the waiting signal out
     # of the parent's batch, so only the release can make it due.
     relay = Relay(
-        db, db, ECO_TARGET, replace(TEST_RELAY, max_age_s=0.0, backoff=Backoff(base_ms=10, cap_ms=600_000))
+        db,
+        db,
+        ECO_TARGET,
+        replace(TEST_RELAY, max_age_s=0.0, backoff=Backoff(base_ms=10, cap_ms=600_000)),
+        names=OUTBOX_NAMES,
     )
     iid = uuid.uuid4()
-    writer = OutboxWriter(db)
+    writer = OutboxWriter(db, OUTBOX_NAMES)
     await writer.start()
     try:
         await writer.enqueue([interaction_event(InteractionRow(id=iid, created_at=datetime.now(UTC)))])
@@ -252,7 +258,7 @@ async def test_a_wake_does_not_cut_the_outage_pause_short() -> None:
     settings = replace(
         TEST_RELAY, loops=1, outage_pause_min_s=OUTAGE_PAUSE_S, outage_pause_max_s=OUTAGE_PAUSE_S
     )
-    relay = Relay(pool, pool, ECO_TARGET, settings)
+    relay = Relay(pool, pool, ECO_TARGET, settings, names=OUTBOX_NAMES)
     relay.start()
     try:
         [health] = relay.loops
@@ -284,8 +290,10 @@ async def test_an_orphan_dies_at_its_own_shorter_bound(db: aiopg.Pool) -> None:
     """A signal whose parent is in neither the outbox nor the target dies after `orphan_max_attempts`, far
     below `max_attempts`: the charged attempts decide it, not a timing. (A child whose parent is pending in
     the outbox is not charged at all: the test above.)"""
-    relay = Relay(db, db, ECO_TARGET, replace(TEST_RELAY, max_attempts=20, orphan_max_attempts=3))
-    writer = OutboxWriter(db)
+    relay = Relay(
+        db, db, ECO_TARGET, replace(TEST_RELAY, max_attempts=20, orphan_max_attempts=3), names=OUTBOX_NAMES
+    )
+    writer = OutboxWriter(db, OUTBOX_NAMES)
     await writer.start()
     try:
         [orphan] = await writer.enqueue([signal_event(uuid.uuid4(), "view", {})])

@@ -17,6 +17,7 @@ import pytest
 from outbox.enqueue import OutboxWriter
 from outbox.errors import Failure, classify
 from outbox.relay import PAUSE_CLAIMED, Relay
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
@@ -47,11 +48,11 @@ REFUSE_POISON_SQL = (
 async def backlog(db: aiopg.Pool) -> None:
     """A delivered interaction, then its signals, every tenth one refused by the target."""
     iid = uuid.uuid4()
-    writer = OutboxWriter(db)
+    writer = OutboxWriter(db, OUTBOX_NAMES)
     await writer.start()
     try:
         await writer.enqueue([interaction_event(InteractionRow(id=iid, created_at=datetime.now(UTC)))])
-        assert (await Relay(db, db, ECO_TARGET, TEST_RELAY).run_once()).delivered == 1
+        assert (await Relay(db, db, ECO_TARGET, TEST_RELAY, names=OUTBOX_NAMES).run_once()).delivered == 1
         signals = [
             signal_event(iid, "view", {"poison": True} if i % 10 == 3 else {}) for i in range(GOOD + REFUSED)
         ]
@@ -72,7 +73,9 @@ async def test_a_slow_target_phase_keeps_its_claim(db: aiopg.Pool) -> None:
     await fetch(db, SLOW_TARGET_SQL)
     await fetch(db, REFUSE_POISON_SQL)
     await backlog(db)
-    relay = Relay(db, db, ECO_TARGET, replace(TEST_RELAY, claim_timeout_s=CLAIM_TIMEOUT_S))
+    relay = Relay(
+        db, db, ECO_TARGET, replace(TEST_RELAY, claim_timeout_s=CLAIM_TIMEOUT_S), names=OUTBOX_NAMES
+    )
 
     outcome = await relay.run_once()
 
@@ -88,7 +91,13 @@ async def test_isolation_is_bounded_per_batch_and_goes_on_in_the_next_pass(db: a
     await fetch(db, REFUSE_POISON_SQL)
     await backlog(db)
     budget = 12
-    relay = Relay(db, db, ECO_TARGET, replace(TEST_RELAY, max_attempts=1, isolation_statements=budget))
+    relay = Relay(
+        db,
+        db,
+        ECO_TARGET,
+        replace(TEST_RELAY, max_attempts=1, isolation_statements=budget),
+        names=OUTBOX_NAMES,
+    )
 
     first = await relay.run_once()
     # The first statement is refused; the budget runs out before every refused row is found.
@@ -113,7 +122,7 @@ async def test_a_relay_that_lost_its_claim_before_writing_writes_nothing(db: aio
     await install_delivery_log(db)
     await backlog(db)
     pauses = Pauses(PAUSE_CLAIMED)
-    relay = Relay(db, db, ECO_TARGET, TEST_RELAY, pause=pauses)
+    relay = Relay(db, db, ECO_TARGET, TEST_RELAY, names=OUTBOX_NAMES, pause=pauses)
     batch = asyncio.create_task(relay.run_once())
     await pauses.reached(PAUSE_CLAIMED)
     # What the server's idle timeout does to a frozen relay's claim.

@@ -16,7 +16,9 @@ from outbox.enqueue import OutboxWriter, encode_payload
 from outbox.relay import PAUSE_CLAIMED, PAUSE_MARKED, Relay, RelaySettings
 from outbox.sqlutil import transaction
 from outbox.target import DeliveryResult
-from service.target.delivery import ECO_TARGET, UPSERT_COMPLETIONS_SQL, deliver_interactions
+from service.store.outbox_names import OUTBOX_NAMES
+from service.target.delivery import ECO_TARGET, deliver_interactions
+from service.target.queries import TARGET_QUERIES
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.helpers import fetch, scalar, wait_for
 from tests.relay_pauses import Pauses
@@ -36,7 +38,7 @@ async def relay_pools(database_url: str) -> AsyncIterator[tuple[aiopg.Pool, aiop
 
 
 async def enqueue_in_order(db: aiopg.Pool, *events: object) -> None:
-    writer = OutboxWriter(db)
+    writer = OutboxWriter(db, OUTBOX_NAMES)
     await writer.start()
     try:
         for event in events:
@@ -66,8 +68,12 @@ async def test_a_child_held_during_its_parents_claim_is_released_by_its_own_rela
     child = signal_event(parent_id, "view", {})
     await enqueue_in_order(db, parent, child)
     a_pauses, b_pauses = Pauses(PAUSE_CLAIMED), Pauses(PAUSE_MARKED)
-    a = Relay(relay_pools[0], relay_pools[0], ECO_TARGET, PRODUCTION_ONE_ROW, pause=a_pauses)
-    b = Relay(relay_pools[1], relay_pools[1], ECO_TARGET, PRODUCTION_ONE_ROW, pause=b_pauses)
+    a = Relay(
+        relay_pools[0], relay_pools[0], ECO_TARGET, PRODUCTION_ONE_ROW, pause=a_pauses, names=OUTBOX_NAMES
+    )
+    b = Relay(
+        relay_pools[1], relay_pools[1], ECO_TARGET, PRODUCTION_ONE_ROW, pause=b_pauses, names=OUTBOX_NAMES
+    )
 
     a_batch = asyncio.create_task(a.run_once())
     await a_pauses.reached(PAUSE_CLAIMED)
@@ -103,7 +109,7 @@ async def test_a_creation_that_waited_on_a_concurrent_completion_is_delivered(db
                     return await deliver_interactions(creation, [key], [payload])
 
             async with transaction(completion):
-                await completion.execute(UPSERT_COMPLETIONS_SQL, {"rows": f"[{payload}]"})
+                await completion.execute(TARGET_QUERIES["upsert_completions"].sql, {"rows": f"[{payload}]"})
                 created = asyncio.create_task(create())
                 await wait_for(
                     lambda: scalar(db, "select wait_event_type from pg_stat_activity where pid = %s", (pid,)),

@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 from outbox.errors import Failure
 from outbox.relay import Relay
 from outbox.target import DeliveryResult, Target
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, Kind, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
@@ -66,7 +67,7 @@ async def test_a_row_the_code_cannot_handle_is_isolated_not_an_outage(
     await enqueue(db, [interaction_event(InteractionRow(id=iid, created_at=datetime.now(UTC))), *good, bad])
     outages = REGISTRY.get_sample_value("eco_outbox_relay_outages_total") or 0.0
 
-    outcome = await Relay(db, db, strange_signals('"poison"'), TEST_RELAY).run_once()
+    outcome = await Relay(db, db, strange_signals('"poison"'), TEST_RELAY, names=OUTBOX_NAMES).run_once()
 
     assert (outcome.claimed, outcome.delivered, outcome.retried) == (8, 7, 1)
     state, attempts, error = (await states(db))[str(bad.key)]
@@ -88,7 +89,7 @@ async def test_a_batch_that_fails_on_a_bug_is_reported_by_the_loop(
 
     target = replace(ECO_TARGET, deliverers={**ECO_TARGET.deliverers, Kind.INTERACTION: broken})
     await enqueue(db, [interaction_event(InteractionRow(id=uuid.uuid4(), created_at=datetime.now(UTC)))])
-    relay = Relay(db, db, target, replace(TEST_RELAY, loops=1, outage_pause_max_s=0.1))
+    relay = Relay(db, db, target, replace(TEST_RELAY, loops=1, outage_pause_max_s=0.1), names=OUTBOX_NAMES)
     relay.start()
     try:
         [health] = relay.loops

@@ -13,6 +13,7 @@ from service.admin_documents import dead_letter_document, stats_document
 from service.config import Config
 from service.store import migrations
 from service.store.database import open_databases, resolve_dsns
+from service.store.outbox_names import OUTBOX_NAMES
 
 
 async def run_migrate(config: Config) -> int:
@@ -39,17 +40,19 @@ async def run_outbox(
     databases = await open_databases(config)
     try:
         if action == "stats":
-            document: object = stats_document(await outbox_admin.stats(databases.outbox))
+            document: object = stats_document(await outbox_admin.stats(databases.outbox, OUTBOX_NAMES))
         elif action == "dead":
-            letters = await outbox_admin.list_dead(databases.outbox, limit=limit, after_seq=after_seq)
+            letters = await outbox_admin.list_dead(
+                databases.outbox, OUTBOX_NAMES, limit=limit, after_seq=after_seq
+            )
             document = [dead_letter_document(letter) for letter in letters]
         elif action == "purge-dead":
-            document = {"purged": await outbox_admin.purge_dead(databases.outbox, older_than_s)}
+            document = {"purged": await outbox_admin.purge_dead(databases.outbox, OUTBOX_NAMES, older_than_s)}
         else:
             if bool(seqs) == all_:
                 print("requeue: give SEQ numbers or --all", file=sys.stderr)
                 return 2
-            requeued = await outbox_admin.requeue(databases.outbox, None if all_ else seqs)
+            requeued = await outbox_admin.requeue(databases.outbox, OUTBOX_NAMES, None if all_ else seqs)
             document = {"requeued": requeued, "count": len(requeued)}
     except psycopg2.errors.UndefinedTable:
         print(

@@ -15,78 +15,11 @@ from aiopg import Cursor
 from outbox.sqlutil import savepoint
 from outbox.target import PARENT_MISSING, DeliveryResult, Target
 from service.target import bandit
-from service.target.rows import CHILD_KINDS, INTERACTION_COLUMNS, Kind
+from service.target.queries import TARGET_QUERIES
+from service.target.rows import CHILD_KINDS, Kind
 
 # A child filed under the app's local reply id that no request has tied to an interaction yet.
 UNRESOLVED_MESSAGE = "unresolved_message"
-
-# The interaction's columns, as jsonb_to_recordset reads them and as the INSERTs list them.
-_RECORD = ", ".join(f"{name} {sql_type}" for name, sql_type in INTERACTION_COLUMNS.items())
-_NAMES = ", ".join(INTERACTION_COLUMNS)
-_VALUES = ", ".join("coalesce(meta, '{}'::jsonb)" if name == "meta" else name for name in INTERACTION_COLUMNS)
-
-INSERT_INTERACTIONS_SQL = f"""
-INSERT INTO analytics.eco_interactions ({_NAMES})
-SELECT {_VALUES}
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({_RECORD})
-ON CONFLICT DO NOTHING
-RETURNING id::text
-"""
-
-# Run as a statement of its own: see deliver_interactions.
-EXISTING_INTERACTIONS_SQL = """
-SELECT id::text FROM analytics.eco_interactions WHERE id = ANY(CAST(%(ids)s AS uuid[]))
-"""
-
-# A completion may reach the target before its creation (another relay holds that row): it then inserts the
-# whole row, and the creation's DO NOTHING keeps it.
-UPSERT_COMPLETIONS_SQL = f"""
-INSERT INTO analytics.eco_interactions ({_NAMES})
-SELECT {_VALUES}
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({_RECORD})
-ON CONFLICT (id) DO UPDATE SET
-    tokens_in = excluded.tokens_in,
-    tokens_out = excluded.tokens_out,
-    latency_ms = excluded.latency_ms,
-    meta = analytics.eco_interactions.meta || excluded.meta
-RETURNING id::text
-"""
-
-
-# A child row is written only once its interaction exists; the rest wait in the outbox. Those written before
-# (a re-delivery) count as delivered too.
-def _children_sql(table: str, record: str, values: str, *, unless: str = "") -> str:
-    """`unless`: a condition on `ready` under which a row counts as written without a new one."""
-    columns = ", ".join(column.split()[0] for column in record.split(", "))
-    return f"""
-WITH ready AS MATERIALIZED (
-    SELECT r.* FROM jsonb_to_recordset(%(rows)s::jsonb) AS r({record})
-    WHERE EXISTS (SELECT 1 FROM analytics.eco_interactions i WHERE i.id = r.interaction_id)
-), inserted AS (
-    INSERT INTO {table} ({columns})
-    SELECT {values} FROM ready{f" WHERE NOT ({unless})" if unless else ""}
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-)
-SELECT id::text FROM ready
-"""
-
-
-INSERT_SIGNALS_SQL = _children_sql(
-    "analytics.eco_passive_signals",
-    "id uuid, created_at timestamptz, interaction_id uuid, signal text, meta jsonb",
-    "id, created_at, interaction_id, signal, coalesce(meta, '{}'::jsonb)",
-)
-
-# Keyed by (interaction, module, position), and not written when the table has that usage already (one
-# posted under the app's local reply id and again under the interaction's id; another writer's).
-INSERT_MODULE_USAGES_SQL = _children_sql(
-    "analytics.eco_module_usages",
-    "id uuid, created_at timestamptz, interaction_id uuid, module_key text, tokens int, position int",
-    "id, created_at, interaction_id, module_key, tokens, position",
-    unless="EXISTS (SELECT 1 FROM analytics.eco_module_usages m WHERE m.interaction_id = ready.interaction_id"
-    " AND m.module_key = ready.module_key AND m.position IS NOT DISTINCT FROM ready.position)",
-)
 
 
 def _rows_json(payloads: Sequence[str]) -> str:
@@ -101,11 +34,11 @@ async def deliver_interactions(cur: Cursor, keys: Sequence[str], payloads: Seque
     completion of the same interaction, upserted by another relay) skips it once that writer commits, while
     a subquery of the same statement still cannot see it. Only a row that is absent after that (another
     interaction holds its message_id) is held as a conflict."""
-    await cur.execute(INSERT_INTERACTIONS_SQL, {"rows": _rows_json(payloads)})
+    await cur.execute(TARGET_QUERIES["insert_interactions"].sql, {"rows": _rows_json(payloads)})
     written = {row[0] for row in await cur.fetchall()}
     skipped = [key for key in keys if key not in written]
     if skipped:
-        await cur.execute(EXISTING_INTERACTIONS_SQL, {"ids": skipped})
+        await cur.execute(TARGET_QUERIES["existing_interactions"].sql, {"ids": skipped})
         written.update(row[0] for row in await cur.fetchall())
     return DeliveryResult(
         delivered=written,
@@ -114,7 +47,7 @@ async def deliver_interactions(cur: Cursor, keys: Sequence[str], payloads: Seque
 
 
 async def deliver_completions(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
-    await cur.execute(UPSERT_COMPLETIONS_SQL, {"rows": _rows_json(payloads)})
+    await cur.execute(TARGET_QUERIES["upsert_completions"].sql, {"rows": _rows_json(payloads)})
     written = {row[0] for row in await cur.fetchall()}
     return DeliveryResult(delivered=written, held={key: "not_written" for key in keys if key not in written})
 
@@ -146,11 +79,15 @@ def _children_result(keys: Sequence[str], payloads: Sequence[str], written: set[
 
 
 async def deliver_signals(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
-    return await _deliver_children(cur, INSERT_SIGNALS_SQL, "deliver_signals", keys, payloads)
+    return await _deliver_children(
+        cur, TARGET_QUERIES["insert_signals"].sql, "deliver_signals", keys, payloads
+    )
 
 
 async def deliver_module_usages(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:
-    return await _deliver_children(cur, INSERT_MODULE_USAGES_SQL, "deliver_module_usages", keys, payloads)
+    return await _deliver_children(
+        cur, TARGET_QUERIES["insert_module_usages"].sql, "deliver_module_usages", keys, payloads
+    )
 
 
 async def deliver_feedback(cur: Cursor, keys: Sequence[str], payloads: Sequence[str]) -> DeliveryResult:

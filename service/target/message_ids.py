@@ -15,15 +15,15 @@ import aiopg
 from loguru import logger
 
 from outbox.errors import CONNECTION_ERRORS, describe, server_cancelled
+from service.target.queries import TARGET_QUERIES
 
 # The lookup's bound, for a connection and for the statement; the statement's is the server's own
 # (statement_timeout), so that no query is cancelled from here (aiopg would close its connection).
 LOOKUP_TIMEOUT_MS = 1000
 
-MESSAGE_ID_HELD_SQL = f"""
-SET LOCAL statement_timeout = {LOOKUP_TIMEOUT_MS};
-SELECT EXISTS (SELECT 1 FROM analytics.eco_interactions WHERE message_id = %(message_id)s)
-"""
+MESSAGE_ID_HELD_SQL = (
+    f"SET LOCAL statement_timeout = {LOOKUP_TIMEOUT_MS}; {TARGET_QUERIES['message_id_held'].sql}"
+)
 
 
 def _unknown(exc: BaseException) -> None:

@@ -24,8 +24,9 @@ from pathlib import Path
 import aiopg
 
 from outbox.enqueue import encode_payload
-from outbox.queries import INSERT_EVENTS
+from outbox.queries import queries
 from outbox.relay import Relay, RelaySettings
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.bench.database import RESET_SQL, create_bench_database, database_server, server_version
@@ -52,16 +53,17 @@ def backlog(interactions: int, signals: int) -> list[object]:
 
 async def seed(pool: aiopg.Pool, events: list[object]) -> None:
     """In intake's order, through intake's statement (seq follows the list)."""
+    insert = queries(OUTBOX_NAMES)["insert_events"]
     for start in range(0, len(events), INSERT_ROWS):
         chunk = events[start : start + INSERT_ROWS]
-        params = INSERT_EVENTS.bind(
+        params = dict(
             kinds=[str(e.kind) for e in chunk],  # type: ignore[attr-defined]
             keys=[str(e.key) for e in chunk],  # type: ignore[attr-defined]
             group_keys=[str(e.group_key) for e in chunk],  # type: ignore[attr-defined]
             payloads=[encode_payload(e.payload) for e in chunk],  # type: ignore[attr-defined]
             dedupe_keys=[None for _ in chunk],
         )
-        await fetch(pool, INSERT_EVENTS.sql, params)
+        await fetch(pool, insert.sql, params)
     await fetch(pool, "ANALYZE eco_outbox.events")
 
 
@@ -71,7 +73,7 @@ async def drain_once(dsn: str, interactions: int, signals: int) -> tuple[float, 
     try:
         await fetch(pool, RESET_SQL)
         await seed(pool, backlog(interactions, signals))
-        relay = Relay(pool, pool, ECO_TARGET, RelaySettings())
+        relay = Relay(pool, pool, ECO_TARGET, RelaySettings(), names=OUTBOX_NAMES)
         held = 0
         started = time.monotonic()
         relay.start()

@@ -48,7 +48,6 @@ PARTS = {
     "outbox writer (group commit)": r"outbox/enqueue\.py",
     "relay": r"outbox/(relay|sqlutil|wakeup)\.py|service/target/delivery\.py",
     "aiopg and psycopg2": r"aiopg/|psycopg2/",
-    "sqlalchemy": r"sqlalchemy/",
     "loguru": r"loguru/",
     "SSE streams (aiohttp-sse, interaction, responder)": r"aiohttp_sse/|service/(interaction|responder)\.py",
 }

@@ -15,6 +15,7 @@ import psycopg2.errors
 from outbox.relay import Relay
 from service.config import Config
 from service.store.database import create_pool
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from tests.bench import database, processes
 from tests.bench.loadgen import median, percentile
@@ -180,7 +181,7 @@ async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings) -> RelayRun
     config = Config.from_env()
     outbox = await create_pool(dsn, config)
     target = await create_pool(dsn, config)
-    worker = Relay(outbox, target, ECO_TARGET, replace(config.relay, poll_s=0.05))
+    worker = Relay(outbox, target, ECO_TARGET, replace(config.relay, poll_s=0.05), names=OUTBOX_NAMES)
     started = time.perf_counter()
     worker.start()
     try:

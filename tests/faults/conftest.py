@@ -18,6 +18,7 @@ import pytest
 
 from outbox.enqueue import OutboxWriter
 from outbox.events import OutboxEvent
+from service.store.outbox_names import OUTBOX_NAMES
 from tests.loss_checker import LossChecker
 from tests.pg import migrate
 from tests.pgcluster import PgCluster
@@ -83,7 +84,7 @@ async def shared_db(outbox_server: PgCluster) -> AsyncIterator[str]:
 
 async def enqueue(pool: aiopg.Pool, *batches: list[OutboxEvent]) -> None:
     """Commit events to the outbox in the given order, one batch after the other, as the service would."""
-    writer = OutboxWriter(pool)
+    writer = OutboxWriter(pool, OUTBOX_NAMES)
     await writer.start()
     try:
         for batch in batches:

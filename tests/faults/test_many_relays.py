@@ -16,6 +16,7 @@ import aiopg
 import pytest
 
 from outbox.relay import Relay
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
@@ -50,7 +51,7 @@ async def test_relay_loops_in_one_process_deliver_every_row_once(
     total = SIGNALS + INTERACTIONS
 
     settings = replace(TEST_RELAY, batch_size=7, loops=WORKERS_PER_RELAY)
-    relays = [Relay(outbox, target, ECO_TARGET, settings) for _ in range(RELAYS)]
+    relays = [Relay(outbox, target, ECO_TARGET, settings, names=OUTBOX_NAMES) for _ in range(RELAYS)]
     for relay in relays:
         relay.start()
     try:

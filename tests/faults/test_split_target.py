@@ -17,6 +17,7 @@ from outbox.errors import CONNECTION_ERRORS
 from outbox.relay import ClaimedRow, Fence, Relay
 from outbox.target import DeliveryResult
 from service.app import create_app
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, completion_event, interaction_event, signal_event
 from tests import conftest
@@ -65,7 +66,7 @@ class DiesBeforeMarking(Relay):
     the rows are marked, as when its process dies at that instant: the claim's transaction is lost."""
 
     def __init__(self, outbox: aiopg.Pool, target: aiopg.Pool, killer: aiopg.Pool) -> None:
-        super().__init__(outbox, target, ECO_TARGET, TEST_RELAY)
+        super().__init__(outbox, target, ECO_TARGET, TEST_RELAY, names=OUTBOX_NAMES)
         self._killer = killer
 
     async def _deliver(self, rows: list[ClaimedRow], fence: Fence) -> dict[str, DeliveryResult]:
@@ -99,7 +100,7 @@ async def test_crash_between_target_write_and_outbox_mark_redelivers_once(
         states = await fetch(outbox, "select state, attempts, count(*) from eco_outbox.events group by 1, 2")
         assert states == [("pending", 0, len(events))]
 
-        again = await Relay(relay_outbox, relay_target, ECO_TARGET, TEST_RELAY).run_once()
+        again = await Relay(relay_outbox, relay_target, ECO_TARGET, TEST_RELAY, names=OUTBOX_NAMES).run_once()
         assert (again.claimed, again.delivered, again.retried, again.dead) == (len(events), len(events), 0, 0)
     finally:
         for pool in (relay_outbox, relay_target):
@@ -137,7 +138,7 @@ async def test_signal_refused_by_a_foreign_key_leaves_the_rest_of_the_batch_deli
     doomed = signal_event(iid, "doomed", {})
     await enqueue(outbox, [interaction_event(InteractionRow(id=iid, created_at=datetime.now(UTC))), doomed])
 
-    outcome = await Relay(outbox, target, ECO_TARGET, TEST_RELAY).run_once()
+    outcome = await Relay(outbox, target, ECO_TARGET, TEST_RELAY, names=OUTBOX_NAMES).run_once()
     assert (outcome.claimed, outcome.delivered, outcome.retried) == (2, 1, 1)
     assert (
         await scalar(target, "select count(*) from analytics.eco_interactions where id = %s", (str(iid),))

@@ -8,13 +8,13 @@ import aiopg
 import pytest
 
 from outbox.enqueue import OutboxWriter
-from tests.outbox.toy import create_toy_tables
+from tests.outbox.toy import TOY_NAMES, create_toy_tables
 
 
 @pytest.fixture
 async def writer(db: aiopg.Pool) -> AsyncIterator[OutboxWriter]:
     await create_toy_tables(db)
-    writer = OutboxWriter(db)
+    writer = OutboxWriter(db, TOY_NAMES)
     await writer.start()
     yield writer
     await writer.close()

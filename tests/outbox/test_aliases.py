@@ -20,7 +20,7 @@ from outbox.relay import Relay
 from outbox.target import DeliveryResult, Target
 from tests.conftest import TEST_RELAY
 from tests.helpers import fetch
-from tests.outbox.toy import CHILD, PARENT, deliver_children, deliver_parents, parent_event
+from tests.outbox.toy import CHILD, PARENT, TOY_NAMES, deliver_children, deliver_parents, parent_event
 
 ALIAS = "alias"
 UNRESOLVED = "unresolved_alias"
@@ -68,14 +68,14 @@ async def child_state(db: aiopg.Pool) -> list[tuple[object, ...]]:
 
 async def test_held_under_an_alias_then_moved_by_the_caller(db: aiopg.Pool, writer: OutboxWriter) -> None:
     alias, parent = uuid.uuid4(), uuid.uuid4()
-    relay = Relay(db, db, TARGET, SLOW)
+    relay = Relay(db, db, TARGET, SLOW, names=TOY_NAMES)
     await writer.enqueue([aliased_child(alias, "early")])
     held = await relay.run_once()
     assert (held.delivered, held.retried) == (0, 1)
     assert await child_state(db) == [("pending", UNRESOLVED, str(alias))]
 
     await writer.enqueue([alias_row(alias, parent), parent_event(parent, "p")])
-    assert len(await regroup(db, ALIAS, [str(alias)])) == 1
+    assert len(await regroup(db, TOY_NAMES, ALIAS, [str(alias)])) == 1
     # Moved: a child of the parent's group now, due at once, its payload naming the parent.
     assert await child_state(db) == [("pending", None, str(parent))]
     await relay.run_once()
@@ -87,7 +87,7 @@ async def test_named_first_then_moved_by_the_relay_that_holds_it(
     db: aiopg.Pool, writer: OutboxWriter
 ) -> None:
     alias, parent = uuid.uuid4(), uuid.uuid4()
-    relay = Relay(db, db, TARGET, SLOW)
+    relay = Relay(db, db, TARGET, SLOW, names=TOY_NAMES)
     await writer.enqueue([alias_row(alias, parent), parent_event(parent, "p")])
     await relay.run_once()
     # Enqueued after the alias was named, and no caller moves it: the relay does, when its deliverer holds it.

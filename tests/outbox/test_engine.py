@@ -19,6 +19,7 @@ from tests.helpers import fetch, scalar
 from tests.outbox.toy import (
     CHILD,
     PARENT,
+    TOY_NAMES,
     TOY_TARGET,
     child_event,
     deliver_parents,
@@ -35,7 +36,7 @@ async def test_parents_first_in_one_batch(db: aiopg.Pool, writer: OutboxWriter) 
     # The child is enqueued first: the target's order, not the outbox's, decides.
     await writer.enqueue([child_event(parent, "hello"), parent_event(parent, "p")])
 
-    outcome = await Relay(db, db, TOY_TARGET, TEST_RELAY).run_once()
+    outcome = await Relay(db, db, TOY_TARGET, TEST_RELAY, names=TOY_NAMES).run_once()
 
     assert (outcome.claimed, outcome.delivered, outcome.retried) == (2, 2, 0)
     assert await fetch(db, "SELECT parent_id, note FROM toy.children") == [(parent, "hello")]
@@ -48,7 +49,11 @@ async def test_a_child_waits_for_its_parent_and_is_released_when_it_lands(
     parent = uuid.uuid4()
     [child] = await writer.enqueue([child_event(parent, "early")])
     relay = Relay(
-        db, db, TOY_TARGET, replace(TEST_RELAY, backoff=replace(TEST_RELAY.backoff, base_ms=60_000))
+        db,
+        db,
+        TOY_TARGET,
+        replace(TEST_RELAY, backoff=replace(TEST_RELAY.backoff, base_ms=60_000)),
+        names=TOY_NAMES,
     )
 
     held = await relay.run_once()
@@ -73,11 +78,11 @@ async def test_a_refused_row_is_isolated_and_dead_lettered(db: aiopg.Pool, write
     bad = child_event(parent, "far too long for the target")
     await writer.enqueue([parent_event(parent, "p"), *good[:2], bad, *good[2:]])
 
-    outcome = await Relay(db, db, TOY_TARGET, replace(TEST_RELAY, max_attempts=1)).run_once()
+    outcome = await Relay(db, db, TOY_TARGET, replace(TEST_RELAY, max_attempts=1), names=TOY_NAMES).run_once()
 
     assert (outcome.delivered, outcome.dead) == (6, 1)
     assert await scalar(db, "SELECT count(*) FROM toy.children") == 5
-    [letter] = await admin.list_dead(db)
+    [letter] = await admin.list_dead(db, TOY_NAMES)
     assert (letter.kind, letter.key, letter.group_key) == (CHILD, str(bad.key), str(parent))
     assert letter.last_error is not None and letter.last_error.startswith("23514")
 
@@ -101,7 +106,7 @@ async def test_a_relay_leaves_kinds_its_target_does_not_deliver(db: aiopg.Pool, 
     parent = uuid.uuid4()
     await writer.enqueue([parent_event(parent, "p"), child_event(parent, "new kind")])
     parents_only = Target(deliverers={PARENT: deliver_parents})
-    relay = Relay(db, db, parents_only, TEST_RELAY)
+    relay = Relay(db, db, parents_only, TEST_RELAY, names=TOY_NAMES)
 
     outcome = await relay.run_once()
 
@@ -126,7 +131,7 @@ async def test_a_kind_no_release_took_within_the_max_age_dies_alone(
     await fetch(
         db, "UPDATE eco_outbox.events SET created_at = now() - interval '2 hours' WHERE kind = %s", [CHILD]
     )
-    relay = Relay(db, db, Target(deliverers={PARENT: deliver_parents}), TEST_RELAY)
+    relay = Relay(db, db, Target(deliverers={PARENT: deliver_parents}), TEST_RELAY, names=TOY_NAMES)
 
     outcome = await relay.run_once()
 
@@ -138,6 +143,6 @@ async def test_a_kind_no_release_took_within_the_max_age_dies_alone(
         (PARENT, "delivered", 1, None),
         (PARENT, "delivered", 1, None),
     ]
-    assert len(await admin.requeue(db)) == 1
-    assert (await Relay(db, db, TOY_TARGET, TEST_RELAY).run_once()).delivered == 1
+    assert len(await admin.requeue(db, TOY_NAMES)) == 1
+    assert (await Relay(db, db, TOY_TARGET, TEST_RELAY, names=TOY_NAMES).run_once()).delivered == 1
     assert await fetch(db, "SELECT parent_id, note FROM toy.children") == [(orphaned, "left")]

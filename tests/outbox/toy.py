@@ -11,9 +11,15 @@ import psycopg2.errors
 from aiopg import Cursor
 
 from outbox.events import OutboxEvent
+from outbox.names import OutboxNames
 from outbox.sqlutil import savepoint
 from outbox.target import PARENT_MISSING, DeliveryResult, Target
 from tests.helpers import fetch
+
+# The outbox the tests' databases hold (built by the service's migrations).
+TOY_NAMES = OutboxNames(
+    schema="eco_outbox", table="events", channel="eco_outbox", metric_prefix="eco_outbox_"
+)
 
 PARENT = "parent"
 CHILD = "child"

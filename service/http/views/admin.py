@@ -10,23 +10,25 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from outbox import admin as outbox_admin
-from outbox import metrics
 from outbox.activity import RELAY_ACTIVITY
+from outbox.metrics import outbox_metrics
 from service.admin_documents import dead_letter_document, stats_document
 from service.http.admin_schemas import DeadQuerySchema, PurgeDeadSchema, RequeueSchema
 from service.http.errors import ApiError
 from service.http.payload import read_json
 from service.http.views.page import STATIC_DIR
 from service.keys import CONFIG, DATABASES, RELAY
+from service.store.outbox_names import OUTBOX_NAMES
 
 ADMIN_BODY_BYTES = 64 * 1024
 # The relay's counters of rows held back or given up, shown on the admin page by their labels (reasons).
+_METRICS = outbox_metrics(OUTBOX_NAMES)
 FAILURE_COUNTERS = (
-    metrics.RELAY_RETRIED,
-    metrics.RELAY_DEAD,
-    metrics.RELAY_OUTAGES,
-    metrics.RELAY_BATCH_FAILURES,
-    metrics.RELAY_REFUSED,
+    _METRICS.relay_retried,
+    _METRICS.relay_dead,
+    _METRICS.relay_outages,
+    _METRICS.relay_batch_failures,
+    _METRICS.relay_refused,
 )
 # The page holds a bearer token: it runs only its own scripts, is never framed, and sends no Referer.
 ADMIN_PAGE_HEADERS = {
@@ -86,13 +88,15 @@ def relay_document(request: web.Request) -> dict[str, Any]:
 
 async def outbox_stats(request: web.Request) -> web.Response:
     require_admin(request)
-    return web.json_response(stats_document(await outbox_admin.stats(request.app[DATABASES].outbox)))
+    return web.json_response(
+        stats_document(await outbox_admin.stats(request.app[DATABASES].outbox, OUTBOX_NAMES))
+    )
 
 
 async def outbox_dead(request: web.Request) -> web.Response:
     require_admin(request)
     query = DeadQuerySchema().load(dict(request.query))
-    letters = await outbox_admin.list_dead(request.app[DATABASES].outbox, **query)
+    letters = await outbox_admin.list_dead(request.app[DATABASES].outbox, OUTBOX_NAMES, **query)
     return web.json_response(
         {
             "items": [dead_letter_document(letter) for letter in letters],
@@ -105,7 +109,7 @@ async def outbox_requeue(request: web.Request) -> web.Response:
     require_admin(request)
     body = RequeueSchema().load(await read_json(request, ADMIN_BODY_BYTES))
     requeued = await outbox_admin.requeue(
-        request.app[DATABASES].outbox, None if body["all"] else body["seqs"]
+        request.app[DATABASES].outbox, OUTBOX_NAMES, None if body["all"] else body["seqs"]
     )
     return web.json_response({"requeued": requeued, "count": len(requeued)})
 
@@ -113,7 +117,7 @@ async def outbox_requeue(request: web.Request) -> web.Response:
 async def outbox_purge_dead(request: web.Request) -> web.Response:
     require_admin(request)
     body = PurgeDeadSchema().load(await read_json(request, ADMIN_BODY_BYTES))
-    purged = await outbox_admin.purge_dead(request.app[DATABASES].outbox, body["older_than_s"])
+    purged = await outbox_admin.purge_dead(request.app[DATABASES].outbox, OUTBOX_NAMES, body["older_than_s"])
     return web.json_response({"purged": purged})
 
 

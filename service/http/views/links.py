@@ -14,6 +14,7 @@ from outbox.aliases import regroup
 from outbox.errors import CONNECTION_ERRORS, describe
 from outbox.events import EnqueueResult, OutboxEvent
 from service.keys import DATABASES, WRITER
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.rows import Kind, message_link_event
 
 
@@ -31,7 +32,7 @@ async def enqueue_linked(
     created = [str(result.event.key) for result in results[len(events) :] if result.inserted]
     if created:
         try:
-            await regroup(request.app[DATABASES].outbox, Kind.MESSAGE_LINK, created)
+            await regroup(request.app[DATABASES].outbox, OUTBOX_NAMES, Kind.MESSAGE_LINK, created)
         except (*CONNECTION_ERRORS, psycopg2.Error) as exc:
             logger.bind(code="regroup_deferred").warning(
                 "rows filed under {} local ids are left to the relay: {}", len(created), describe(exc)

@@ -12,9 +12,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from outbox import admin as outbox_admin
 from outbox.errors import CONNECTION_ERRORS
-from outbox.metrics import RELAY_RUNNING
+from outbox.metrics import outbox_metrics
 from service.http.metrics import record_outbox_stats
 from service.keys import CONFIG, DATABASES, RELAY
+from service.store.outbox_names import OUTBOX_NAMES
 
 STATS_TIMEOUT_S = 3.0
 
@@ -32,14 +33,14 @@ def _registry(metrics_dir: Path | None) -> CollectorRegistry:
 async def metrics(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(STATS_TIMEOUT_S):
-            rows = await outbox_admin.stats(request.app[DATABASES].outbox)
+            rows = await outbox_admin.stats(request.app[DATABASES].outbox, OUTBOX_NAMES)
     except CONNECTION_ERRORS as exc:
         logger.bind(code="db_unavailable").warning("metrics: outbox unreadable: {}", exc)
         rows = None
     record_outbox_stats(rows)
     # An intake-only node (ECO_RELAY_LOOPS=0) has no loop to stop: it does not count as a stopped relay.
     intake_only = request.app[CONFIG].relay.loops == 0
-    RELAY_RUNNING.set(1 if intake_only or request.app[RELAY].running else 0)
+    outbox_metrics(OUTBOX_NAMES).relay_running.set(1 if intake_only or request.app[RELAY].running else 0)
     response = web.Response(body=generate_latest(_registry(request.app[CONFIG].metrics_dir)))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     response.charset = "utf-8"

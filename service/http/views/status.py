@@ -11,6 +11,7 @@ from outbox.status import EventStatus, group_status
 from service.http.api_schemas import InteractionSignalsSchema
 from service.http.errors import ApiError, validation_failed
 from service.keys import DATABASES
+from service.store.outbox_names import OUTBOX_NAMES
 from service.target.rows import Kind
 
 _DOCUMENT = InteractionSignalsSchema()
@@ -27,7 +28,7 @@ async def interaction_signals(request: web.Request) -> web.Response:
         interaction_id = uuid.UUID(request.match_info["interaction_id"])
     except ValueError as exc:
         raise validation_failed({"interaction_id": ["Not a valid UUID."]}) from exc
-    status = await group_status(request.app[DATABASES].outbox, interaction_id, STATUS_MAX_ROWS)
+    status = await group_status(request.app[DATABASES].outbox, OUTBOX_NAMES, interaction_id, STATUS_MAX_ROWS)
     if not status.events:
         raise ApiError(404, "not_found", "the outbox holds no rows for this interaction")
     document = _DOCUMENT.dump(
