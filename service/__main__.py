@@ -8,9 +8,9 @@ import sys
 
 from loguru import logger
 
+from outbox.migrations import MigrationError
 from service.config import Config, ConfigError, markdown_table
 from service.extras import MissingExtra
-from service.store.migrations import MigrationError
 
 # The `ask` client's packages (the `cli` extra).
 CLI_MODULES = frozenset({"httpx", "httpx_sse"})

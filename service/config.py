@@ -15,6 +15,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
+from outbox.migrations import MigrationSettings
 from outbox.relay import RelaySettings
 from outbox.retention import PurgeSettings
 
@@ -172,19 +173,6 @@ class Limits:
     signal_meta_bytes: int = 8 * 1024
     signal_meta_depth: int = 8
     ask_message_chars: int = 16_000
-
-
-@dataclass(frozen=True)
-class MigrationSettings:
-    """The start-up migrator's bounds (service.store.migrations)."""
-
-    # Its own deadline, lock waits, retries and index builds included: not the pool's client timeout.
-    timeout_s: float = 300.0
-    # A migration statement gives up a lock wait after this: while DDL waits, the table's writers queue
-    # behind it.
-    lock_timeout_ms: int = 2000
-    # The pause before trying a file again after a lock wait given up, or the lock again.
-    retry_pause_s: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg2
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from service.config import MigrationSettings
+from outbox.migrations import MigrationSettings
 from service.store import migrations
 
 

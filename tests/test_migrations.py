@@ -6,20 +6,37 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import aiopg
 import psycopg2
 import pytest
+from psycopg2.extensions import make_dsn
 
-from service.config import PROJECT_DIR, MigrationSettings
+from outbox.migrations import (
+    Ledger,
+    MigrationError,
+    MigrationSettings,
+    Outcome,
+    in_order,
+    load,
+    migrate,
+    schema_migrations,
+)
+from outbox.names import OutboxNames
+from service.config import PROJECT_DIR
 from service.store import migrations
-from service.store.migrations import OUTBOX, MigrationError
+from service.store.migrations import LEDGER, OUTBOX
+from service.store.outbox_names import OUTBOX_NAMES
 from tests.helpers import fetch, scalar, wait_for
-from tests.pg import admin
+from tests.pg import admin, drop_database
 
 FAST = MigrationSettings(timeout_s=30.0, lock_timeout_ms=100, retry_pause_s=0.05)
-OUTBOX_ONLY = frozenset({OUTBOX})
+
+
+async def migrate_folder(dsn: str, directory: Path, settings: MigrationSettings = FAST) -> Outcome:
+    return await migrate(dsn, load(directory), LEDGER, settings)
 
 
 def write(directory: Path, name: str, sql: str) -> Path:
@@ -29,8 +46,6 @@ def write(directory: Path, name: str, sql: str) -> Path:
 
 
 async def test_of_many_migrators_one_applies_each_file_once(server_dsn: str, tmp_path: Path) -> None:
-    from psycopg2.extensions import make_dsn
-
     name = f"eco_mig_{tmp_path.name[-12:].lower().replace('-', '_')}"
     admin(server_dsn, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
     dsn = make_dsn(server_dsn, dbname=name)
@@ -39,7 +54,7 @@ async def test_of_many_migrators_one_applies_each_file_once(server_dsn: str, tmp
             *(migrations.migrate_dsns(dsn, dsn, FAST) for _ in range(4)), return_exceptions=False
         )
         applied = [version for outcome in outcomes for version in outcome[OUTBOX].applied]
-        assert sorted(applied) == sorted(m.version for m in migrations.available())
+        assert sorted(applied) == [m.version for _, files in migrations.plan(dsn, dsn) for m in files]
         assert len(applied) == len(set(applied))
     finally:
         admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -56,7 +71,7 @@ async def test_ddl_behind_a_lock_gives_way_to_writers_and_is_retried(
     holder = await aiopg.connect(database_url)
     cur = await holder.cursor()
     await cur.execute("BEGIN; LOCK TABLE eco_outbox.events IN ROW SHARE MODE")
-    migrator = asyncio.create_task(migrations.migrate(database_url, OUTBOX_ONLY, FAST, tmp_path))
+    migrator = asyncio.create_task(migrate_folder(database_url, tmp_path))
     try:
         await wait_for(
             lambda: scalar(
@@ -92,7 +107,7 @@ async def test_a_migration_that_cannot_get_its_lock_stops_at_its_own_deadline(
     try:
         settings = MigrationSettings(timeout_s=1.0, lock_timeout_ms=100, retry_pause_s=0.1)
         with pytest.raises(MigrationError, match="900_outbox_probe not applied.*55P03"):
-            await migrations.migrate(database_url, OUTBOX_ONLY, settings, tmp_path)
+            await migrate_folder(database_url, tmp_path, settings)
     finally:
         await cur.execute("ROLLBACK")
         holder.close()
@@ -100,9 +115,7 @@ async def test_a_migration_that_cannot_get_its_lock_stops_at_its_own_deadline(
         await scalar(db, "select count(*) from public.eco_schema_migrations where version like '900%%'") == 0
     )
     # The advisory lock went with the failed migrator: the next one proceeds.
-    assert (await migrations.migrate(database_url, OUTBOX_ONLY, FAST, tmp_path)).applied == [
-        "900_outbox_probe"
-    ]
+    assert (await migrate_folder(database_url, tmp_path)).applied == ["900_outbox_probe"]
 
 
 async def test_an_optional_concurrent_index_that_fails_is_reported_and_leaves_no_invalid_index(
@@ -121,7 +134,7 @@ async def test_an_optional_concurrent_index_that_fails_is_reported_and_leaves_no
         "create unique index concurrently if not exists events_probe_idx on eco_outbox.events (kind)"
         " where kind = 'probe';\n",
     )
-    outcome = await migrations.migrate(database_url, OUTBOX_ONLY, FAST, tmp_path)
+    outcome = await migrate_folder(database_url, tmp_path)
     assert outcome.applied == []
     assert outcome.not_added["900_outbox_probe_idx"].startswith("23505: could not create unique index")
     assert outcome.not_added["900_outbox_probe_idx"].endswith("without it, probes may repeat")
@@ -139,13 +152,53 @@ def test_a_concurrently_file_holds_one_index_statement(tmp_path: Path) -> None:
         "create index concurrently if not exists b on eco_outbox.events (seq);\n",
     )
     with pytest.raises(ValueError, match="one `create"):
-        migrations.available(tmp_path)
+        load(tmp_path)
+
+
+def test_two_files_of_one_number_are_refused(tmp_path: Path) -> None:
+    """Their order would be left to chance: an engine's file and its user's, merged apart, say."""
+    write(tmp_path, "900_outbox_one.sql", "select 1;")
+    write(tmp_path, "900_target_two.sql", "select 2;")
+    with pytest.raises(ValueError, match="two migrations have the number 900"):
+        load(tmp_path)
+
+
+def test_a_file_of_the_outbox_among_the_targets_files_is_refused(tmp_path: Path) -> None:
+    """It would go to the target database when the two are apart: the outbox's files are the engine's."""
+    write(tmp_path, "900_outbox_probe.sql", "select 1;")
+    with pytest.raises(ValueError, match="outbox/sql/migrations/"):
+        migrations.target_migrations(tmp_path)
 
 
 def test_the_shipped_files_parse_and_their_target_indexes_are_built_concurrently() -> None:
-    files = migrations.available()
-    assert all(m.concurrently for m in files if m.database == "target" and "idx" in m.version)
-    assert [m.version for m in files if m.optional and not m.why] == []
+    engine, target = schema_migrations(OUTBOX_NAMES), migrations.target_migrations()
+    assert all("_outbox_" in m.version for m in engine) and all("_target_" in m.version for m in target)
+    assert all(m.concurrently for m in target if "idx" in m.version)
+    assert [m.version for m in in_order([*engine, *target]) if m.optional and not m.why] == []
+
+
+async def test_the_engine_installs_its_schema_under_the_names_and_ledger_it_is_given(server_dsn: str) -> None:
+    """Nothing of the service's names: the table, its indexes and the ledger are the caller's."""
+    name = f"engine_names_{uuid.uuid4().hex[:12]}"
+    admin(server_dsn, f"CREATE DATABASE {name}")
+    dsn = make_dsn(server_dsn, dbname=name)
+    names = OutboxNames(schema="queue", table="jobs", channel="queue_wake", metric_prefix="queue_")
+    ledger = Ledger(schema="queue", table="migrations", lock="queue.migrations")
+    try:
+        outcome = await migrate(dsn, schema_migrations(names), ledger, FAST)
+        assert outcome.applied == [m.version for m in schema_migrations(names)]
+        async with aiopg.create_pool(dsn, minsize=1, maxsize=1) as pool:
+            relations = await fetch(
+                pool,
+                "select relname from pg_class where relnamespace <> 'pg_catalog'::regnamespace"
+                " and relnamespace <> 'information_schema'::regnamespace"
+                " and relnamespace::regnamespace::text not like 'pg_toast%%' order by relname",
+            )
+            assert await scalar(pool, "select count(*) from queue.migrations") == len(outcome.applied)
+        assert {row[0] for row in relations} >= {"jobs", "jobs_group_idx", "jobs_due_idx", "migrations"}
+        assert [row[0] for row in relations if "eco" in row[0] or "events" in row[0]] == []
+    finally:
+        drop_database(dsn)
 
 
 def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -161,8 +214,6 @@ def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_read_only_commands_run_no_ddl(server_dsn: str, tmp_path: Path) -> None:
-    from psycopg2.extensions import make_dsn
-
     name = f"eco_ro_{tmp_path.name[-12:].lower().replace('-', '_')}"
     admin(server_dsn, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
     dsn = make_dsn(server_dsn, dbname=name)

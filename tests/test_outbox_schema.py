@@ -1,22 +1,35 @@
-"""The outbox's migrations (sql/002..008) from an empty database produce outbox/sql/schema.sql: the same
-columns, constraints and indexes, but for the partial indexes on a kind left for a later release to drop."""
+"""The engine's migrations produce outbox/sql/schema.sql (the same columns, constraints and indexes): from an
+empty database, and from an outbox its earlier releases made, at 008 and before it. Those releases' files
+are kept in tests/outbox_history/ as they shipped (1e63a9f's sql/), indexes on a kind of the target and all,
+and are applied by the same runner under the same ledger, so the upgrade starts from the versions a
+production database records."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiopg
+import pytest
 from psycopg2.extensions import make_dsn
 
 import outbox
+from outbox.migrations import MigrationSettings, load, migrate, schema_migrations
 from outbox.sql import script
+from service.store.migrations import LEDGER
 from service.store.outbox_names import OUTBOX_NAMES
-from tests.helpers import fetch
+from tests.helpers import fetch, scalar
 from tests.pg import admin, drop_database
 
 SCHEMA_SQL = Path(outbox.__file__).with_name("sql") / "schema.sql"
-# Made by sql/002 and sql/003 on the kind 'signal'; the engine uses neither (docs/deploys.md).
+HISTORY_DIR = Path(__file__).with_name("outbox_history")
+SETTINGS = MigrationSettings(timeout_s=30.0)
+# The engine's files a database at each state of the history has yet to apply.
+UPGRADES = {"at 008": [], "before 008": ["008_outbox_generic"]}
+# Made by the first 002 and 003 on a kind of the target; the engine uses neither, and a later release drops
+# them (docs/deploys.md).
 LEFT_TO_DROP = ("events_waiting_idx", "events_dead_signals_idx")
 
 CATALOG = {
@@ -40,17 +53,63 @@ async def catalog(pool: aiopg.Pool) -> dict[str, list[tuple[object, ...]]]:
     return {what: [tuple(row) for row in await fetch(pool, sql, names)] for what, sql in CATALOG.items()}
 
 
-async def test_the_migrations_from_empty_produce_the_schema_file(db: aiopg.Pool, server_dsn: str) -> None:
-    migrated = await catalog(db)
-    migrated["indexes"] = [row for row in migrated["indexes"] if row[0] not in LEFT_TO_DROP]
-
-    name = f"schema_file_{uuid.uuid4().hex[:12]}"
+@asynccontextmanager
+async def empty_database(server_dsn: str) -> AsyncIterator[tuple[str, aiopg.Pool]]:
+    name = f"outbox_schema_{uuid.uuid4().hex[:12]}"
     admin(make_dsn(server_dsn, dbname="postgres"), f"CREATE DATABASE {name}")
     dsn = make_dsn(server_dsn, dbname=name)
     try:
         async with aiopg.create_pool(dsn, minsize=1, maxsize=1) as pool:
-            await fetch(pool, script(SCHEMA_SQL, OUTBOX_NAMES.identifiers))
-            from_file = await catalog(pool)
+            yield dsn, pool
     finally:
         drop_database(dsn)
-    assert from_file == migrated
+
+
+async def schema_file_catalog(server_dsn: str) -> dict[str, list[tuple[object, ...]]]:
+    async with empty_database(server_dsn) as (_, pool):
+        await fetch(pool, script(SCHEMA_SQL, OUTBOX_NAMES.identifiers))
+        return await catalog(pool)
+
+
+async def made_by_history(dsn: str, state: str) -> None:
+    """The outbox as the releases of that state left it: their files, recorded under their versions."""
+    upto = "008_outbox_generic" if state == "at 008" else "006_outbox_read_indexes"
+    files = [m for m in load(HISTORY_DIR) if m.version <= upto]
+    assert (await migrate(dsn, files, LEDGER, SETTINGS)).applied == [m.version for m in files]
+
+
+async def test_the_migrations_from_empty_produce_the_schema_file(db: aiopg.Pool, server_dsn: str) -> None:
+    assert await catalog(db) == await schema_file_catalog(server_dsn)
+
+
+@pytest.mark.parametrize("state", list(UPGRADES))
+async def test_an_outbox_earlier_releases_made_upgrades_to_the_schema_file(
+    server_dsn: str, state: str
+) -> None:
+    async with empty_database(server_dsn) as (dsn, pool):
+        await made_by_history(dsn, state)
+        outcome = await migrate(dsn, schema_migrations(OUTBOX_NAMES), LEDGER, SETTINGS)
+        assert outcome.applied == UPGRADES[state]
+        upgraded = await catalog(pool)
+        upgraded["indexes"] = [row for row in upgraded["indexes"] if row[0] not in LEFT_TO_DROP]
+        assert upgraded == await schema_file_catalog(server_dsn)
+
+
+async def test_rows_from_before_008_keep_their_group_under_its_new_name(server_dsn: str) -> None:
+    """The first table called the group column by a name of the target; the engine's 008 finds it by its
+    place, and the rows keep their values."""
+    async with empty_database(server_dsn) as (dsn, pool):
+        await made_by_history(dsn, "before 008")
+        group = str(uuid.uuid4())
+        [(first_name,)] = await fetch(
+            pool,
+            "select attname from pg_attribute where attrelid = 'eco_outbox.events'::regclass and attnum = 4",
+        )
+        await fetch(
+            pool,
+            f"insert into eco_outbox.events (kind, key, {first_name}, payload)"
+            " values ('signal', gen_random_uuid(), %(group)s, '{}')",
+            {"group": group},
+        )
+        await migrate(dsn, schema_migrations(OUTBOX_NAMES), LEDGER, SETTINGS)
+        assert await scalar(pool, "select group_key::text from eco_outbox.events") == group

@@ -1,6 +1,6 @@
--- The outbox as the engine wants it, under the names it is given (outbox.names): the sum of its migrations,
--- which tests/test_outbox_schema.py holds equal to this file. Partial indexes that a migration made on a
--- kind of a target are not here: the engine uses none, and a later release drops them (docs/deploys.md).
+-- The outbox as the engine wants it, under the names it is given (outbox.names): what its migrations
+-- (outbox/sql/migrations/) make, from an empty database or from one its earlier releases made, which
+-- tests/test_outbox_schema.py holds equal to this file.
 create schema if not exists {schema};
 
 create table if not exists {schema}.{table} (

@@ -16,7 +16,7 @@ from outbox.sqlutil import savepoint
 from outbox.target import PARENT_MISSING, DeliveryResult, Target
 from tests.helpers import fetch
 
-# The outbox the tests' databases hold (built by the service's migrations).
+# The outbox the tests' databases hold (made by the engine's migrations under the service's names).
 TOY_NAMES = OutboxNames(
     schema="eco_outbox", table="events", channel="eco_outbox", metric_prefix="eco_outbox_"
 )

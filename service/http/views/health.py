@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from outbox.errors import CONNECTION_ERRORS
+from outbox.migrations import pending
 from service.keys import CONFIG, DATABASES, NOT_ADDED, RELAY, RESPONDER, SIDE_LOOPS, WRITER
 from service.store import migrations
 
@@ -35,10 +36,10 @@ async def readiness(app: web.Application) -> tuple[list[str], dict[str, dict[str
     problems: list[str] = []
     # Optional migrations not applied: the service works without them, and says what it lacks.
     not_added: dict[str, str] = {}
-    for role, pool, sets in migrations.roles(databases):
+    for role, pool, files in migrations.roles(databases):
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
-                missing, optional = await migrations.pending(pool, sets)
+                missing, optional = await pending(pool, files, migrations.LEDGER)
         except (*CONNECTION_ERRORS, TimeoutError) as exc:
             problems.append(f"{role} database unreachable: {exc.__class__.__name__}")
             continue
