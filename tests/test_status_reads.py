@@ -64,8 +64,8 @@ async def test_status_and_stats_read_through_indexes(db: aiopg.Pool) -> None:
 
 
 async def test_the_release_reads_one_group_through_a_kind_free_index(db: aiopg.Pool) -> None:
-    """Without the partial indexes on a kind (made by the first sql/002 and sql/003, never by the engine's
-    files; a later release drops them), the relay's release still reads only the group's rows."""
+    """No index of the outbox names a kind (earlier releases' partial ones are dropped: docs/deploys.md):
+    the relay's release still reads only the group's rows."""
     await many_retained(db)
     await fetch(db, "ANALYZE eco_outbox.events")
     params = {

@@ -1,6 +1,6 @@
 -- The outbox: every accepted event, committed before the client hears back. Rewritten for the engine under
 -- the names it is given, as the table stands after 008: a database that applied this version in its first
--- form gets the rest from 008 (docs/deploys.md).
+-- form gets the rest from 008 and 017-019 (docs/deploys.md).
 create schema if not exists {schema};
 
 create table if not exists {schema}.{table} (
