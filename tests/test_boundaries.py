@@ -29,15 +29,19 @@ def test_import_contracts_are_kept() -> None:
 
 
 def test_the_engine_names_no_target() -> None:
-    """No word of the application in the engine (its code and its SQL): no ECO name, no target table or
-    column, no kind of the target; the names it works under are handed to it (OutboxNames), as its target
-    is."""
+    """No word of the application in the engine: in no file under outbox/ (its code, its statements, its
+    schema and migrations, whatever comes next) and in no file's name; no ECO name, no target table or
+    column, no kind of the target. The names it works under are handed to it (OutboxNames, Ledger), as its
+    target is. Only what Python compiles there (__pycache__) is passed over: it holds the checkout's path."""
     words = {"analytics", "eco_interactions", "eco_passive", *(str(kind) for kind in Kind)}
     pattern = re.compile(r"\beco(?:_|\b)|" + "|".join(sorted(map(re.escape, words))), re.IGNORECASE)
+    engine = PROJECT_DIR / "outbox"
+    files = [p for p in sorted(engine.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+    assert {p.suffix for p in files} >= {".py", ".sql"} and any("migrations" in p.parts for p in files)
     found = [
         f"{path.relative_to(PROJECT_DIR)}: {match}"
-        for path in sorted((PROJECT_DIR / "outbox").rglob("*"))
-        if path.suffix in {".py", ".sql"}
-        for match in sorted(set(pattern.findall(path.read_text(encoding="utf-8"))))
+        for path in files
+        for text in (str(path.relative_to(engine)), path.read_text(encoding="utf-8"))
+        for match in sorted(set(pattern.findall(text)))
     ]
     assert found == []
