@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -153,7 +154,7 @@ def load(directory: Path, identifiers: Mapping[str, str] | None = None) -> list[
 def in_order(migrations: Iterable[Migration]) -> list[Migration]:
     """By number; two files of one number would leave their order to chance, so they are refused."""
     ordered = sorted(migrations, key=lambda m: m.version)
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in itertools.pairwise(ordered):
         if before.number == after.number:
             raise ValueError(
                 f"two migrations have the number {before.number:03}: {before.version}, {after.version}"
