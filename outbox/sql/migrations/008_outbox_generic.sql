@@ -1,20 +1,10 @@
--- A table made by this version's predecessors (002 and 006 in their first form) knows its group column,
--- the table's fourth, and its index on (group, seq) by names of a target, and checks the target's kinds:
--- the column is renamed in place (an upgrade from before this version cannot be rolling: docs/deploys.md),
--- the index is renamed for the column, and the check goes. On any other table this file changes nothing.
+-- A table made by this version's predecessors (002 and 006 in their first form) knows its index on
+-- (group, seq) by a name of a target, and checks the target's kinds: the index is renamed for the column
+-- (005 renamed the column), and the check goes. On any other table this file changes nothing.
 do $$
 declare
-  first_name name;
   first_index name;
 begin
-  if not exists (
-    select 1 from pg_attribute
-    where attrelid = '{schema}.{table}'::regclass and attname = 'group_key' and not attisdropped
-  ) then
-    select attname into strict first_name from pg_attribute
-    where attrelid = '{schema}.{table}'::regclass and attnum = 4 and not attisdropped;
-    execute format('alter table {schema}.{table} rename column %I to group_key', first_name);
-  end if;
   if to_regclass('{schema}.{table}_group_idx') is null then
     select c.relname into first_index from pg_index i join pg_class c on c.oid = i.indexrelid
     where i.indrelid = '{schema}.{table}'::regclass and i.indpred is null
