@@ -28,9 +28,12 @@ from outbox.metrics import outbox_metrics
 from outbox.names import OutboxNames
 from outbox.queries import queries
 
+# Built once: json.dumps given options builds an encoder per call.
+_PAYLOAD_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def encode_payload(payload: dict[str, object]) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _PAYLOAD_JSON.encode(payload)
 
 
 @dataclass(slots=True)
@@ -213,7 +216,7 @@ class OutboxWriter:
             _settle(
                 request,
                 result=[
-                    EnqueueResult(event, (str(event.kind), str(event.key)) in inserted)
+                    EnqueueResult(event, (str(event.kind), event.key_text) in inserted)
                     for event in request.events
                 ],
             )
@@ -247,7 +250,7 @@ class OutboxWriter:
                 return set()
             params = dict(
                 kinds=[str(event.kind) for event in events],
-                keys=[str(event.key) for event in events],
+                keys=[event.key_text for event in events],
                 group_keys=[str(event.group_key) for event in events],
                 payloads=[encode_payload(event.payload) for event in events],
                 dedupe_keys=[event.dedupe_key for event in events],

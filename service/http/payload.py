@@ -32,6 +32,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads given options builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def parse_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
@@ -40,7 +44,10 @@ def parse_json(raw: bytes) -> Any:
     if not text.strip():
         raise ApiError(400, "malformed_json", "the body is empty")
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if text.startswith("\ufeff"):
+            # What json.loads says of it; the decoder alone would call it an unexpected value.
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except RecursionError as exc:
         # Valid JSON, only deeper than any limit allows: a limit violation (422), as a shallower excess is.
         raise validation_failed({"_schema": ["nested too deeply"]}) from exc
