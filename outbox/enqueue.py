@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiopg
 import psycopg2
@@ -27,17 +28,20 @@ from outbox.metrics import outbox_metrics
 from outbox.names import OutboxNames
 from outbox.queries import queries
 
+# Built once: json.dumps given options builds an encoder per call.
+_PAYLOAD_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def encode_payload(payload: dict[str, object]) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _PAYLOAD_JSON.encode(payload)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
     events: Sequence[OutboxEvent]
-    future: asyncio.Future[list[EnqueueResult]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    future: asyncio.Future[list[EnqueueResult]]
+    # Loop time past which, still unsent, it is answered DatabaseUnavailable and never written.
+    deadline: float
     # Set when its rows go to the database: from then on only the statement's outcome answers it.
     sent: bool = False
 
@@ -49,6 +53,10 @@ class OutboxWriter:
     service is idle); `wait_ms` may add a short wait to gather more rows under load. `flushers` batches may
     be in flight at once. A caller still queued after `timeout_s` gets DatabaseUnavailable (a 503) and its
     rows are not written; one whose rows were sent gets its statement's outcome, within `timeout_s` more.
+
+    The deadlines share one timer: requests wait in arrival order with the same timeout, so the oldest
+    unsent one is always the next to expire, and a timer per request (set and cancelled thousands of
+    times a second) would only repeat it.
     """
 
     def __init__(
@@ -72,6 +80,9 @@ class OutboxWriter:
         self._timeout_s = timeout_s
         self._statement_timeout_ms = max(1, round(timeout_s * 1000))
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        # Requests not sent yet (queued, or in a batch waiting for a connection), oldest first.
+        self._unsent: deque[_Request] = deque()
+        self._expiry: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.loops: list[LoopHealth] = []
 
@@ -95,29 +106,53 @@ class OutboxWriter:
         for task in self._tasks:
             await cancel_and_wait(task)
         self._tasks = []
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     async def enqueue(self, events: Sequence[OutboxEvent]) -> list[EnqueueResult]:
         """Commit `events` to the outbox; returns once they are durable, in the order given."""
         if not self._tasks:
             raise RuntimeError("OutboxWriter.start() was not called")
-        request = _Request(events)
+        loop = asyncio.get_running_loop()
+        request = _Request(events, loop.create_future(), loop.time() + self._timeout_s)
         self._queue.put_nowait(request)
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await asyncio.shield(request.future)
-        except TimeoutError:
-            if request.sent:
-                # Its statement runs under statement_timeout: committed or not, it answers soon, and truly.
-                return await request.future
-            # Still queued: cancelled, a flusher skips it, so the 503 is true and a retry is a new request.
-            request.future.cancel()
-            logger.bind(code="enqueue_timeout").warning("outbox enqueue outlived {} s", self._timeout_s)
-            raise DatabaseUnavailable(f"outbox enqueue outlived {self._timeout_s} s") from None
-        except asyncio.CancelledError:
-            # The caller went away: rows not sent yet are not written; rows sent are, or not, as it goes.
-            if not request.sent:
-                request.future.cancel()
-            raise
+        self._unsent.append(request)
+        if self._expiry is None:
+            self._expiry = loop.call_at(request.deadline, self._expire)
+        # Awaited unshielded: a caller that goes away cancels it, and a flusher skips it if not sent yet;
+        # rows already sent are written, or not, as the statement goes.
+        return await request.future
+
+    def _expire(self) -> None:
+        """Answer the unsent requests whose deadline has passed, then wait for the next one's. Being unsent,
+        they are never written: the 503 is true, and a retry is a new request."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        unsent = self._unsent
+        expired = 0
+        while unsent:
+            request = unsent[0]
+            if not request.sent and not request.future.done():
+                if request.deadline > now:
+                    self._expiry = loop.call_at(request.deadline, self._expire)
+                    break
+                request.future.set_exception(
+                    DatabaseUnavailable(f"outbox enqueue outlived {self._timeout_s} s")
+                )
+                expired += 1
+            unsent.popleft()
+        if expired:
+            logger.bind(code="enqueue_timeout").warning(
+                "{} outbox enqueues outlived {} s", expired, self._timeout_s
+            )
+
+    def _forget_sent(self) -> None:
+        """Drop the answered and the sent from the front of the unsent: they need no deadline."""
+        unsent = self._unsent
+        while unsent and (unsent[0].sent or unsent[0].future.done()):
+            unsent.popleft()
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -181,7 +216,7 @@ class OutboxWriter:
             _settle(
                 request,
                 result=[
-                    EnqueueResult(event, (str(event.kind), str(event.key)) in inserted)
+                    EnqueueResult(event, (str(event.kind), event.key_text) in inserted)
                     for event in request.events
                 ],
             )
@@ -209,12 +244,13 @@ class OutboxWriter:
                 requests = [request for request in requests if not request.future.done()]
                 for request in requests:
                     request.sent = True
+                self._forget_sent()
             events = [event for request in requests for event in request.events]
             if not events:
                 return set()
             params = dict(
                 kinds=[str(event.kind) for event in events],
-                keys=[str(event.key) for event in events],
+                keys=[event.key_text for event in events],
                 group_keys=[str(event.group_key) for event in events],
                 payloads=[encode_payload(event.payload) for event in events],
                 dedupe_keys=[event.dedupe_key for event in events],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 
@@ -17,6 +18,12 @@ class OutboxEvent:
     group_key: uuid.UUID
     payload: dict[str, Any]
     dedupe_key: str | None = None
+
+    @cached_property
+    def key_text(self) -> str:
+        """The key as text, formatted once: the writer sends it, matches what was inserted by it, and the
+        caller answers with it."""
+        return str(self.key)
 
 
 @dataclass(frozen=True)

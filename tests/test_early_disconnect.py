@@ -106,3 +106,33 @@ async def test_a_503_at_the_deadline_is_true_and_its_retry_is_a_normal_answer(
         assert (again_first.inserted, again_second.inserted) == (True, True)
     finally:
         await writer.close()
+
+
+async def test_requests_waiting_for_a_connection_get_their_503_at_the_deadline_and_are_never_written(
+    database_url: str, db: aiopg.Pool
+) -> None:
+    """The writer's only connection is held: the first request waits in a batch for it, the second (sent a
+    round trip later, so with a later deadline) in the queue, a third arrives after those had their 503.
+    Each gets its own at its deadline, none is stored, and once the connection is back their retries are
+    new."""
+    pool = await aiopg.create_pool(database_url, minsize=1, maxsize=1, enable_hstore=False)
+    writer = OutboxWriter(pool, OUTBOX_NAMES, flushers=1, timeout_s=0.3)
+    await writer.start()
+    try:
+        signals = [signal_event(uuid.uuid4(), name, {}) for name in ("a", "b", "c")]
+        async with pool.acquire():
+            first = asyncio.ensure_future(writer.enqueue(signals[:1]))
+            await fetch(db, "select 1")
+            second = asyncio.ensure_future(writer.enqueue(signals[1:2]))
+            # A watchdog, not a timing: a request left without a deadline would wait for the connection.
+            answers = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
+            third = writer.enqueue(signals[2:])
+            answers += await asyncio.wait_for(asyncio.gather(third, return_exceptions=True), 10)
+            assert [type(answer) for answer in answers] == [DatabaseUnavailable] * 3
+        assert await fetch(db, "select count(*) from eco_outbox.events") == [(0,)]
+        again = [result for signal in signals for result in await writer.enqueue([signal])]
+        assert [result.inserted for result in again] == [True] * 3
+    finally:
+        await writer.close()
+        pool.close()
+        await pool.wait_closed()

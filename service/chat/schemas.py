@@ -260,10 +260,14 @@ class SignalSchema(AliasedSchema):
         )
 
 
+# The meta's size is counted as it is stored (compact, UTF-8); built once, as json.dumps given options is not.
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def check_meta_bounds(value: dict[str, Any], limits: Limits) -> None:
     if json_depth(value) > limits.signal_meta_depth:
         raise ValidationError(f"nested deeper than {limits.signal_meta_depth} levels")
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    size = len(_COMPACT_JSON.encode(value).encode("utf-8"))
     if size > limits.signal_meta_bytes:
         raise ValidationError(f"larger than {limits.signal_meta_bytes} bytes as JSON")
 
@@ -638,8 +642,10 @@ ALIASES: dict[type[AliasedSchema], dict[str, tuple[str, ...]]] = {
 }
 
 
+@functools.cache
 def aliases_of(schema: type[Schema]) -> dict[str, tuple[str, ...]]:
-    """The concepts of `schema` (or of the schema it extends) that have other names."""
+    """The concepts of `schema` (or of the schema it extends) that have other names (looked up once per
+    class: each signal asks twice)."""
     return next((ALIASES[klass] for klass in schema.__mro__ if klass in ALIASES), {})
 
 

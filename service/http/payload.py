@@ -32,6 +32,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads given options builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def parse_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
@@ -40,7 +44,10 @@ def parse_json(raw: bytes) -> Any:
     if not text.strip():
         raise ApiError(400, "malformed_json", "the body is empty")
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if text.startswith("\ufeff"):
+            # What json.loads says of it; the decoder alone would call it an unexpected value.
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except RecursionError as exc:
         # Valid JSON, only deeper than any limit allows: a limit violation (422), as a shallower excess is.
         raise validation_failed({"_schema": ["nested too deeply"]}) from exc
@@ -108,6 +115,23 @@ async def read_json(request: web.Request, max_bytes: int, content_types: tuple[s
         )
     if request.content_length is not None and request.content_length > max_bytes:
         raise _too_large(max_bytes)
+    content = request.content
+    if content.is_eof():
+        # The whole body came with the head (a signal's does): nothing is left to wait for, so no deadline.
+        body = content.read_nowait()
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes)
+    else:
+        body = await _read_body(request, max_bytes)
+    document = parse_json(body)
+    # Strict UTF-8 and the JSON parser already refuse raw NULs and surrogates: only a \u escape can carry
+    # one, so a body without any is not walked (the common case, at thousands of requests a second).
+    if b"\\u" in body:
+        check_text(document)
+    return document
+
+
+async def _read_body(request: web.Request, max_bytes: int) -> bytes:
     body = bytearray()
     timeout_s = request.app[CONFIG].body_timeout_s
     try:
@@ -121,12 +145,7 @@ async def read_json(request: web.Request, max_bytes: int, content_types: tuple[s
         raise ApiError(
             408, "request_timeout", f"the body did not arrive within {timeout_s:g} s", close=True
         ) from None
-    document = parse_json(bytes(body))
-    # Strict UTF-8 and the JSON parser already refuse raw NULs and surrogates: only a \u escape can carry
-    # one, so a body without any is not walked (the common case, at thousands of requests a second).
-    if b"\\u" in body:
-        check_text(document)
-    return document
+    return bytes(body)
 
 
 def _too_large(max_bytes: int) -> ApiError:
