@@ -352,15 +352,16 @@ class Relay:
         started = time.perf_counter()
         outcome = BatchOutcome()
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
-            async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
-                await cur.execute(
-                    self._sql["claim"].sql,
-                    dict(
-                        limit=self._settings.batch_size,
-                        kinds=list(self._deliverers),
-                        unknown_after=timedelta(seconds=self._settings.max_age_s),
-                    ),
-                )
+            async with transaction(
+                cur,
+                idle_timeout_ms=self._claim_timeout_ms,
+                first=self._sql["claim"].sql,
+                params=dict(
+                    limit=self._settings.batch_size,
+                    kinds=list(self._deliverers),
+                    unknown_after=timedelta(seconds=self._settings.max_age_s),
+                ),
+            ):
                 rows = [ClaimedRow(*row) for row in await cur.fetchall()]
                 if not rows:
                     return outcome
