@@ -176,20 +176,23 @@ async def intake_side_by_side(
 
 
 # The drains, by the kind of their backlog: what the target counts as delivered, and how many parents the
-# backlog's rows spread over (a vote per interaction or two, as the app gives them).
+# backlog's rows spread over (signals and module usages over 1,000 interactions, votes two per interaction,
+# as the app gives them).
 DRAIN_DELIVERED_SQL = {
     "signal": "SELECT count(*) FROM analytics.eco_passive_signals",
     "module_usage": "SELECT count(*) FROM analytics.eco_module_usages",
     "feedback": "SELECT count(*) FROM analytics.eco_feedback",
 }
-DRAIN_ROWS_PER_PARENT = {"signal": 100, "module_usage": 100, "feedback": 2}
+DRAIN_PARENTS = {"signal": 1000, "module_usage": 1000}
+VOTES_PER_PARENT = 2
 
 
 async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings, kind: str = "signal") -> RelayRun:
     """Drain a backlog of one child kind whose parents exist, with the service's relay and its configured
     settings, in this process (nothing else runs meanwhile); every statement it runs is timed."""
     await database.reset(pool)
-    parents = await database.insert_parents(pool, max(1, settings.backlog // DRAIN_ROWS_PER_PARENT[kind]))
+    count = DRAIN_PARENTS.get(kind, max(1, settings.backlog // VOTES_PER_PARENT))
+    parents = await database.insert_parents(pool, count)
     await database.seed_backlog(pool, parents, settings.backlog, kind)
     config = Config.from_env()
     outbox = await create_pool(dsn, config)
