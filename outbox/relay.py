@@ -221,6 +221,8 @@ class Relay:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._wake_events: list[asyncio.Event] = []
+        # The wake events of the loops waiting for rows (not in a batch), in the order they began to wait.
+        self._waiting: list[asyncio.Event] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.loops: list[LoopHealth] = []
 
@@ -243,6 +245,7 @@ class Relay:
         self._stopping = False
         self._stopped.clear()
         self._wake_events = [asyncio.Event() for _ in range(self._settings.loops)]
+        self._waiting = []
         self.loops = [LoopHealth(f"outbox-relay-{i}") for i in range(self._settings.loops)]
         self._tasks = [
             asyncio.create_task(self._supervised(event, health), name=health.name)
@@ -250,10 +253,15 @@ class Relay:
         ]
 
     def wake(self) -> None:
-        """New rows: the first loop takes them, and calls in the others when it finds a full batch (so a
-        trickle of rows does not send every loop to claim, most of them finding nothing)."""
-        if self._wake_events:
-            self._wake_events[0].set()
+        """New rows: one waiting loop takes them at once, the first; a trickle of rows does not send every
+        loop to claim, most of them finding nothing, and a loop finding a full batch calls in the others.
+        With no loop waiting, each claims again as soon as its batch is over, with no look at the due times
+        first: under a stream of rows every batch ends with new ones waiting."""
+        if self._waiting:
+            self._waiting.pop(0).set()
+            return
+        for event in self._wake_events:
+            event.set()
 
     def _wake_all(self) -> None:
         for event in self._wake_events:
@@ -333,11 +341,15 @@ class Relay:
     async def _wait(self, wake: asyncio.Event, timeout_s: float) -> None:
         if self._stopping or timeout_s <= 0:
             return
+        self._waiting.append(wake)
         try:
             async with asyncio.timeout(timeout_s):
                 await wake.wait()
         except TimeoutError:
             pass
+        finally:
+            if wake in self._waiting:
+                self._waiting.remove(wake)
 
     async def _seconds_until_due(self) -> float:
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
@@ -352,15 +364,16 @@ class Relay:
         started = time.perf_counter()
         outcome = BatchOutcome()
         async with self._outbox.acquire() as conn, conn.cursor() as cur:
-            async with transaction(cur, idle_timeout_ms=self._claim_timeout_ms):
-                await cur.execute(
-                    self._sql["claim"].sql,
-                    dict(
-                        limit=self._settings.batch_size,
-                        kinds=list(self._deliverers),
-                        unknown_after=timedelta(seconds=self._settings.max_age_s),
-                    ),
-                )
+            async with transaction(
+                cur,
+                idle_timeout_ms=self._claim_timeout_ms,
+                first=self._sql["claim"].sql,
+                params=dict(
+                    limit=self._settings.batch_size,
+                    kinds=list(self._deliverers),
+                    unknown_after=timedelta(seconds=self._settings.max_age_s),
+                ),
+            ):
                 rows = [ClaimedRow(*row) for row in await cur.fetchall()]
                 if not rows:
                     return outcome

@@ -26,6 +26,8 @@ MEASUREMENTS = (
         "intake: 202s / rows in the target, all runs",
         "intake: errors (non-202 answers, socket errors)",
         "relay, backlog of 10,000 signals: rows/s",
+        "relay, backlog of 10,000 module usages: rows/s",
+        "relay, backlog of 10,000 votes (feedback, rewards, arm counts): rows/s",
         "202 -> row in target at 1,000/s: p50 / p99 ms",
         "ask-eco request -> prompt_ready: p50 / p99 ms",
         "200 SSE streams at once: completed (most open at once; rows in the target)",

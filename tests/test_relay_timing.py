@@ -1,6 +1,7 @@
 """Relays interleaved at pinned points, with the production settings: a child held because its parent was in
 another relay's open claim is due again as soon as that parent is delivered, never after its backoff; a
-creation that waited on a concurrent completion of the same interaction is delivered, not a conflict."""
+creation that waited on a concurrent completion of the same interaction is delivered, not a conflict; a wake
+during one loop's batch sends a waiting loop at once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import aiopg
 import pytest
 
 from outbox.enqueue import OutboxWriter, encode_payload
-from outbox.relay import PAUSE_CLAIMED, PAUSE_MARKED, Relay, RelaySettings
+from outbox.relay import PAUSE_CLAIMED, PAUSE_COMMITTED, PAUSE_MARKED, Relay, RelaySettings
 from outbox.sqlutil import transaction
 from outbox.target import DeliveryResult
 from service.store.outbox_names import OUTBOX_NAMES
@@ -118,3 +119,34 @@ async def test_a_creation_that_waited_on_a_concurrent_completion_is_delivered(db
             # The completion has committed while the creation waited on its row.
             result = await created
     assert (result.delivered, result.held) == ({key}, {})
+
+
+async def test_a_wake_during_a_batch_sends_the_waiting_loop_at_once(db: aiopg.Pool) -> None:
+    """Rows that come while one loop is in a batch go to a loop that is waiting, not to the busy one after
+    its batch: the first row's batch is held after its commit, and the second row is delivered meanwhile.
+    The poll is an hour long, so that only a wake can send a loop to claim (the rest is production's)."""
+    parent_id = uuid.uuid4()
+    await fetch(db, "insert into analytics.eco_interactions (id) values (%s)", (str(parent_id),))
+    pauses = Pauses(PAUSE_COMMITTED)
+    relay = Relay(db, db, ECO_TARGET, RelaySettings(poll_s=3600.0), pause=pauses, names=OUTBOX_NAMES)
+    relay.start()
+    try:
+        await wait_for(
+            lambda: asyncio.sleep(0, [loop.last_success_monotonic_s for loop in relay.loops]),
+            lambda successes: None not in successes,
+        )
+        first, second = signal_event(parent_id, "first", {}), signal_event(parent_id, "second", {})
+        await enqueue_in_order(db, first)
+        relay.wake()
+        await pauses.reached(PAUSE_COMMITTED)
+        await enqueue_in_order(db, second)
+        relay.wake()
+        await wait_for(
+            lambda: scalar(db, "select state from eco_outbox.events where key = %s", (str(second.key),)),
+            lambda state: state == "delivered",
+        )
+        pauses.resume(PAUSE_COMMITTED)
+    finally:
+        pauses.resume(PAUSE_COMMITTED)
+        await relay.stop()
+    assert await scalar(db, "select count(*) from analytics.eco_passive_signals") == 2

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import psycopg2.errors
 from aiopg import Cursor
 
-from outbox.sqlutil import savepoint
+from outbox.sqlutil import execute_in_savepoint, savepoint
 from outbox.target import PARENT_MISSING, DeliveryResult, Target
 from service.target import bandit
 from service.target.queries import TARGET_QUERIES
@@ -56,13 +56,11 @@ async def _deliver_children(
     cur: Cursor, sql: str, name: str, keys: Sequence[str], payloads: Sequence[str]
 ) -> DeliveryResult:
     try:
-        async with savepoint(cur, name):
-            await cur.execute(sql, {"rows": _rows_json(payloads)})
-            written = {row[0] for row in await cur.fetchall()}
+        await execute_in_savepoint(cur, name, sql, {"rows": _rows_json(payloads)})
     except psycopg2.errors.ForeignKeyViolation:
         # A parent deleted between the check and the insert: every row of the batch waits and retries.
         return DeliveryResult(held={key: "fk_violation" for key in keys})
-    return _children_result(keys, payloads, written)
+    return _children_result(keys, payloads, {row[0] for row in await cur.fetchall()})
 
 
 def _children_result(keys: Sequence[str], payloads: Sequence[str], written: set[str]) -> DeliveryResult:

@@ -1,6 +1,6 @@
-"""`python -m tests.bench.ab intake|streams|relay --base DIR`: one bench stage, the code in DIR (e.g. main:
-`git archive main | tar -x -C DIR`) against this tree, taking turns for `--rounds` rounds, each run in a
-process of its own on the tree's code; prints every run, then each side's medians.
+"""`python -m tests.bench.ab intake|streams|relay|e2e --base DIR`: one bench stage, the code in DIR (e.g.
+main: `git archive main | tar -x -C DIR`) against this tree, taking turns for `--rounds` rounds, each run in
+a process of its own on the tree's code; prints every run, then each side's medians.
 
 A lever worth a few percent is inside a shared machine's noise: alternating rounds give both sides the same
 noise, and the service process's CPU seconds per 1,000 requests (utime + stime from /proc) moves less with
@@ -29,7 +29,7 @@ from tests.bench.wrk import run_wrk
 from tests.pg import drop_database
 from tests.service_process import ServiceProcess
 
-STAGES = ("intake", "streams", "relay")
+STAGES = ("intake", "streams", "relay", "e2e")
 RESULT_PREFIX = "AB_JSON "
 RUN_TIMEOUT_S = 600.0
 CPU_SAMPLE_S = 0.02
@@ -125,12 +125,19 @@ async def relay(pool: aiopg.Pool, dsn: str, scratch: Path, settings: BenchSettin
     return {"rows_s": round(run.delivered / run.seconds), "delivered": run.delivered}
 
 
+async def e2e(pool: aiopg.Pool, dsn: str, scratch: Path, settings: BenchSettings) -> dict[str, float]:
+    """The 202 -> row stage, on a service process of its own."""
+    async with processes.service(dsn, scratch) as server:
+        run = await stages.end_to_end(pool, server, settings)
+    return {"p50_ms": round(run.p50_ms, 1), "p99_ms": round(run.p99_ms, 1), "missing": run.missing}
+
+
 async def one(stage: str, server: str, settings: BenchSettings) -> dict[str, float]:
     dsn = await database.create_bench_database(server)
     pool = await aiopg.create_pool(dsn, minsize=0, maxsize=5, enable_hstore=False)
     try:
         with tempfile.TemporaryDirectory(prefix="eco-ab-") as scratch:
-            measure = {"intake": intake, "streams": streams, "relay": relay}[stage]
+            measure = {"intake": intake, "streams": streams, "relay": relay, "e2e": e2e}[stage]
             return await measure(pool, dsn, Path(scratch), settings)
     finally:
         pool.close()

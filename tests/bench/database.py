@@ -23,18 +23,24 @@ RESET_SQL = (
 
 INSERT_PARENTS_SQL = "INSERT INTO analytics.eco_interactions (id) SELECT unnest(%(ids)s::uuid[])"
 
-# A backlog as the writer leaves it: pending signal events whose payload is the target row.
-SEED_BACKLOG_SQL = """
-INSERT INTO eco_outbox.events (kind, key, group_key, payload)
-SELECT 'signal', s.id, s.interaction_id,
-       jsonb_build_object('id', s.id, 'created_at', now(), 'interaction_id', s.interaction_id,
-                          'signal', 'bench_backlog', 'meta', jsonb_build_object('n', s.n))
+# A backlog's rows, `rows` of them spread over the parents, each with its id, its parent and its number n.
+_SEED_ROWS_SQL = """
 FROM (
     SELECT gen_random_uuid() AS id, (%(parents)s::uuid[])[1 + n %% cardinality(%(parents)s::uuid[])]
            AS interaction_id, n
     FROM generate_series(1, %(rows)s) AS n
 ) AS s
 """
+# A backlog as the writer leaves it: pending signal events whose payload is the target row.
+SEED_BACKLOG_SQL = (
+    """
+INSERT INTO eco_outbox.events (kind, key, group_key, payload)
+SELECT 'signal', s.id, s.interaction_id,
+       jsonb_build_object('id', s.id, 'created_at', now(), 'interaction_id', s.interaction_id,
+                          'signal', 'bench_backlog', 'meta', jsonb_build_object('n', s.n))
+"""
+    + _SEED_ROWS_SQL
+)
 
 # When a signal became visible in the target: a deferred trigger runs inside COMMIT, after every statement
 # of the relay's transaction, so the stamp is the commit minus only the WAL flush.
@@ -51,6 +57,34 @@ CREATE CONSTRAINT TRIGGER bench_stamp AFTER INSERT ON analytics.eco_passive_sign
 TRUNCATE public.bench_visible;
 """
 DROP_VISIBILITY_SQL = "DROP TRIGGER IF EXISTS bench_stamp ON analytics.eco_passive_signals"
+
+
+# The same for the other child kinds, `rows` of them over the parents: module usages at four positions, and
+# votes, each interaction voted on by a few users in turn, up and down, over eight arms, so that the target
+# writes feedback rows, first rewards, changed rewards and arm counts.
+SEED_MODULE_USAGES_SQL = (
+    """
+INSERT INTO eco_outbox.events (kind, key, group_key, payload)
+SELECT 'module_usage', s.id, s.interaction_id,
+       jsonb_build_object('id', s.id, 'created_at', now(), 'interaction_id', s.interaction_id,
+                          'module_key', 'bench_module_' || (s.n / cardinality(%(parents)s::uuid[])),
+                          'tokens', s.n %% 500, 'position', s.n %% 4)
+"""
+    + _SEED_ROWS_SQL
+)
+SEED_VOTES_SQL = (
+    """
+INSERT INTO eco_outbox.events (kind, key, group_key, payload)
+SELECT 'feedback', s.id, s.interaction_id,
+       jsonb_build_object('id', s.id, 'interaction_id', s.interaction_id,
+                          'vote', CASE WHEN s.n %% 3 = 0 THEN 'down' ELSE 'up' END, 'reason', NULL,
+                          'source', 'bench_backlog', 'meta', jsonb_build_object('n', s.n), 'message_id', NULL,
+                          'arm', 'bench_arm_' || (s.n %% 8), 'pillar', NULL, 'user_id', NULL,
+                          'session_id', NULL, 'voted_at', clock_timestamp())
+"""
+    + _SEED_ROWS_SQL
+)
+SEED_SQL = {"signal": SEED_BACKLOG_SQL, "module_usage": SEED_MODULE_USAGES_SQL, "feedback": SEED_VOTES_SQL}
 
 
 @contextmanager
@@ -101,6 +135,6 @@ async def insert_parents(pool: aiopg.Pool, count: int) -> list[str]:
     return ids
 
 
-async def seed_backlog(pool: aiopg.Pool, parents: list[str], rows: int) -> None:
-    await fetch(pool, SEED_BACKLOG_SQL, {"parents": parents, "rows": rows})
+async def seed_backlog(pool: aiopg.Pool, parents: list[str], rows: int, kind: str = "signal") -> None:
+    await fetch(pool, SEED_SQL[kind], {"parents": parents, "rows": rows})
     await fetch(pool, "ANALYZE eco_outbox.events")

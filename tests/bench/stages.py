@@ -20,6 +20,7 @@ from service.target.delivery import ECO_TARGET
 from tests.bench import database, processes
 from tests.bench.loadgen import median, percentile
 from tests.bench.settings import BenchSettings
+from tests.bench.timed import TimedPool, Timings
 from tests.bench.wrk import WrkRun, run_wrk
 from tests.helpers import fetch, scalar, wait_for
 from tests.service_process import ServiceProcess
@@ -103,6 +104,8 @@ class RelayRun:
     delivered: int
     loops: int
     batch_size: int
+    # Each statement's time per batch, on the outbox and on the target.
+    timings: Timings = field(default_factory=Timings)
 
     @property
     def per_s(self) -> float:
@@ -172,23 +175,44 @@ async def intake_side_by_side(
     return results
 
 
-async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings) -> RelayRun:
-    """Drain a backlog of signals whose parents exist, with the service's relay and its configured settings,
-    in this process (nothing else runs meanwhile)."""
+# The drains, by the kind of their backlog: what the target counts as delivered, and how many parents the
+# backlog's rows spread over (signals and module usages over 1,000 interactions, votes two per interaction,
+# as the app gives them).
+DRAIN_DELIVERED_SQL = {
+    "signal": "SELECT count(*) FROM analytics.eco_passive_signals",
+    "module_usage": "SELECT count(*) FROM analytics.eco_module_usages",
+    "feedback": "SELECT count(*) FROM analytics.eco_feedback",
+}
+DRAIN_PARENTS = {"signal": 1000, "module_usage": 1000}
+VOTES_PER_PARENT = 2
+
+
+async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings, kind: str = "signal") -> RelayRun:
+    """Drain a backlog of one child kind whose parents exist, with the service's relay and its configured
+    settings, in this process (nothing else runs meanwhile); every statement it runs is timed."""
     await database.reset(pool)
-    parents = await database.insert_parents(pool, 1000)
-    await database.seed_backlog(pool, parents, settings.backlog)
+    count = DRAIN_PARENTS.get(kind, max(1, settings.backlog // VOTES_PER_PARENT))
+    parents = await database.insert_parents(pool, count)
+    await database.seed_backlog(pool, parents, settings.backlog, kind)
     config = Config.from_env()
     outbox = await create_pool(dsn, config)
     target = await create_pool(dsn, config)
-    worker = Relay(outbox, target, ECO_TARGET, replace(config.relay, poll_s=0.05), names=OUTBOX_NAMES)
+    timings = Timings()
+    worker = Relay(
+        TimedPool(outbox, "outbox", timings),  # type: ignore[arg-type]
+        TimedPool(target, "target", timings),  # type: ignore[arg-type]
+        ECO_TARGET,
+        replace(config.relay, poll_s=0.05),
+        names=OUTBOX_NAMES,
+    )
     started = time.perf_counter()
     worker.start()
     try:
         deadline = started + SETTLE_TIMEOUT_S * 5
         while time.perf_counter() < deadline:
             if not await scalar(
-                pool, "SELECT EXISTS (SELECT 1 FROM eco_outbox.events WHERE state = 'pending')"
+                pool,
+                "SELECT EXISTS (SELECT 1 FROM eco_outbox.events WHERE state = 'pending')",
             ):
                 break
             await asyncio.sleep(0.01)
@@ -198,8 +222,9 @@ async def relay(pool: aiopg.Pool, dsn: str, settings: BenchSettings) -> RelayRun
         for each in (outbox, target):
             each.close()
             await each.wait_closed()
-    delivered = int(await scalar(pool, "SELECT count(*) FROM analytics.eco_passive_signals"))  # type: ignore[arg-type]
-    return RelayRun(settings.backlog, seconds, delivered, config.relay.loops, config.relay.batch_size)
+    delivered = int(await scalar(pool, DRAIN_DELIVERED_SQL[kind]))  # type: ignore[arg-type]
+    loops, batch_size = config.relay.loops, config.relay.batch_size
+    return RelayRun(settings.backlog, seconds, delivered, loops, batch_size, timings)
 
 
 async def end_to_end(pool: aiopg.Pool, server: ServiceProcess, settings: BenchSettings) -> Latency:
