@@ -1,5 +1,6 @@
-"""The outbox's migrations (sql/002..008) from an empty database produce outbox/sql/schema.sql: the same
-columns, constraints and indexes, but for the partial indexes on a kind left for a later release to drop."""
+"""The outbox's migrations (sql/002..008, 017) from an empty database produce outbox/sql/schema.sql: the same
+columns, constraints and indexes of the table and of its log of delivered rows, but for the partial indexes on
+a kind left for a later release to drop."""
 
 from __future__ import annotations
 
@@ -35,14 +36,24 @@ CATALOG = {
 }
 
 
+TABLES = (OUTBOX_NAMES.table, f"{OUTBOX_NAMES.table}_delivered")
+
+
 async def catalog(pool: aiopg.Pool) -> dict[str, list[tuple[object, ...]]]:
-    names = {"schema": OUTBOX_NAMES.schema, "table": OUTBOX_NAMES.table}
-    return {what: [tuple(row) for row in await fetch(pool, sql, names)] for what, sql in CATALOG.items()}
+    """Each table's columns, indexes and constraints."""
+    found: dict[str, list[tuple[object, ...]]] = {}
+    for table in TABLES:
+        names = {"schema": OUTBOX_NAMES.schema, "table": table}
+        for what, sql in CATALOG.items():
+            found[f"{table} {what}"] = [tuple(row) for row in await fetch(pool, sql, names)]
+    return found
 
 
 async def test_the_migrations_from_empty_produce_the_schema_file(db: aiopg.Pool, server_dsn: str) -> None:
     migrated = await catalog(db)
-    migrated["indexes"] = [row for row in migrated["indexes"] if row[0] not in LEFT_TO_DROP]
+    indexes = f"{OUTBOX_NAMES.table} indexes"
+    migrated[indexes] = [row for row in migrated[indexes] if row[0] not in LEFT_TO_DROP]
+    assert all(migrated.values()), "every table has columns, indexes and constraints"
 
     name = f"schema_file_{uuid.uuid4().hex[:12]}"
     admin(make_dsn(server_dsn, dbname="postgres"), f"CREATE DATABASE {name}")
