@@ -24,7 +24,7 @@ from service.chat.responder import OfflineResponder, estimate_tokens
 from service.config import Config
 from service.keys import STREAMS
 from service.target.message_ids import target_holds_message_id
-from tests.helpers import SSEEvent, fetch, iter_sse, probe, read_sse, scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, SSEEvent, fetch, iter_sse, probe, read_sse, scalar, wait_for
 
 SSE = {"Accept": "text/event-stream"}
 EVENT_ORDER = ("prompt_ready", "first_token", "chunk", "latency", "done")
@@ -296,7 +296,7 @@ async def test_duplicate_client_message_id_is_409(client: TestClient, db: Any, w
     assert second.content_type == "application/json"
     assert (await second.json())["error"] == "duplicate_client_message_id"
     assert "X-Eco-Interaction-Id" not in second.headers
-    assert await scalar(db, "select count(*) from eco_outbox.events where kind = 'interaction'") == 1
+    assert await scalar(db, f"select count(*) from {OUTBOX_ROWS} where kind = 'interaction'") == 1
 
 
 async def test_a_client_message_id_the_target_holds_is_409_at_the_door(client: TestClient, db: Any) -> None:
