@@ -52,7 +52,7 @@ async def test_a_child_waits_for_its_parent_and_is_released_when_it_lands(
         db,
         db,
         TOY_TARGET,
-        replace(TEST_RELAY, backoff=replace(TEST_RELAY.backoff, base_ms=60_000)),
+        replace(TEST_RELAY, backoff=replace(TEST_RELAY.backoff, base_ms=60_000, cap_ms=60_000)),
         names=TOY_NAMES,
     )
 
