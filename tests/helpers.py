@@ -67,6 +67,23 @@ OUTBOX_ROWS = """(
 ) AS outbox_rows"""
 
 
+# A completion's finish reason: in its outbox row until it is delivered, then in its interaction's meta in the
+# target (the log of delivered rows keeps nothing of a completion's payload). Without a group: the only one.
+FINISH_REASON_SQL = """
+SELECT coalesce(
+    (SELECT payload->'meta'->>'finish_reason' FROM eco_outbox.events
+     WHERE kind = 'interaction_completion' AND (%(group)s::uuid IS NULL OR group_key = %(group)s::uuid)),
+    (SELECT i.meta->>'finish_reason' FROM eco_outbox.events_delivered AS d
+     JOIN analytics.eco_interactions AS i ON i.id = d.key
+     WHERE d.kind = 'interaction_completion' AND (%(group)s::uuid IS NULL OR d.group_key = %(group)s::uuid)))
+"""
+
+
+async def finish_reason(db: aiopg.Pool, group: str | None = None) -> str | None:
+    """The finish reason of the interaction's completion (the only one without `group`), None before any."""
+    return await scalar(db, FINISH_REASON_SQL, {"group": group})
+
+
 async def insert_interaction(pool: aiopg.Pool, interaction_id: str) -> None:
     """Write a parent row straight into the target, as another writer (the ECO backend) would."""
     await fetch(pool, "insert into analytics.eco_interactions (id) values (%s)", (interaction_id,))

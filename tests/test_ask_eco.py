@@ -10,6 +10,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ from service.chat.responder import OfflineResponder, estimate_tokens
 from service.config import Config
 from service.keys import STREAMS
 from service.target.message_ids import target_holds_message_id
+from tests.conftest import TEST_RELAY
 from tests.helpers import OUTBOX_ROWS, SSEEvent, fetch, iter_sse, probe, read_sse, scalar, wait_for
 
 SSE = {"Accept": "text/event-stream"}
@@ -101,7 +103,10 @@ async def test_sse_framing_and_order(client: TestClient) -> None:
     assert names.count("chunk") >= 2, "the offline responder streams several chunks"
 
 
-async def test_headers_and_prompt_ready(client: TestClient, db: Any) -> None:
+async def test_headers_and_prompt_ready(make_client: Callable[..., Any], db: Any) -> None:
+    # No relay: the interaction's row stays in the outbox's table, payload and all, where one would move it
+    # to the log of delivered rows as soon as it is delivered.
+    client = await make_client(relay=replace(TEST_RELAY, loops=0))
     headers = {
         **SSE,
         "X-Eco-Guest-Id": "guest_abc",

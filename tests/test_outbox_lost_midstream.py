@@ -112,7 +112,7 @@ def assert_one_response_ending_in_error_then_done(raw: bytes) -> None:
 async def outbox_rows(db: aiopg.Pool, interaction_id: str) -> set[str]:
     rows = await fetch(
         db,
-        "SELECT kind, coalesce(payload->>'signal', '') FROM eco_outbox.events WHERE group_key = %s",
+        f"SELECT kind, coalesce(payload->>'signal', '') FROM {OUTBOX_ROWS} WHERE group_key = %s",
         (interaction_id,),
     )
     return {f"{kind}:{name}".rstrip(":") for kind, name in rows}
