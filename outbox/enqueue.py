@@ -73,6 +73,7 @@ class OutboxWriter:
         self.names = names
         sql = queries(names)
         self._insert_events = sql["insert_events"]
+        self._inserted_again = sql["inserted_again"]
         self._existing_events = sql["existing_events"]
         self._max_rows = max_rows
         self._wait_s = wait_ms / 1000
@@ -255,9 +256,11 @@ class OutboxWriter:
                 payloads=[encode_payload(event.payload) for event in events],
                 dedupe_keys=[event.dedupe_key for event in events],
             )
-            # One round trip: SET LOCAL holds for the statement's implicit transaction only.
+            # One round trip and one implicit transaction, which SET LOCAL holds for; the rows come from the
+            # last statement, which takes out a key delivered while the INSERT ran.
             await cur.execute(
-                f"SET LOCAL statement_timeout = {self._statement_timeout_ms}; {self._insert_events.sql}",
+                f"SET LOCAL statement_timeout = {self._statement_timeout_ms}; {self._insert_events.sql};"
+                f" {self._inserted_again.sql}",
                 params,
             )
             rows = await cur.fetchall()

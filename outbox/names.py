@@ -24,6 +24,8 @@ class OutboxNames:
     def __post_init__(self) -> None:
         identifier(self.schema)
         identifier(self.table)
+        # The log of delivered rows, `{table}_delivered` in the statements.
+        identifier(f"{self.table}_delivered")
         identifier(self.channel)
         if not _METRIC_PREFIX.match(self.metric_prefix):
             raise ValueError(f"not a Prometheus metric name prefix: {self.metric_prefix!r}")

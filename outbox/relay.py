@@ -1,4 +1,5 @@
-"""The relay: claims due outbox rows, writes them to the target, marks them delivered, retried or dead.
+"""The relay: claims due outbox rows, writes them to the target, moves the delivered ones to the log of
+delivered rows and marks the others retried or dead.
 
 Claims hold row locks (FOR UPDATE SKIP LOCKED) in an outbox transaction that stays open while the target is
 written, so relays in any number of processes never work on the same row at once; a relay that dies mid-batch
@@ -211,6 +212,7 @@ class Relay:
         self._group_field, self._key_field = target.log_fields
         self._alias_kind = target.alias_kind
         self._unresolved = target.unresolved_reason
+        self._shown_kinds, self._shown_paths = target.status_paths
         # Held reasons that wait for another row to arrive, and so are bounded by age as well as attempts.
         self._waiting_reasons = frozenset({PARENT_MISSING, target.unresolved_reason})
         self._settings = settings
@@ -642,7 +644,15 @@ class Relay:
             self._metrics.relay_delivered.labels(kind=kind).inc(count)
             logger.debug("delivered {} {} rows", count, kind)
         if delivered:
-            await cur.execute(self._sql["mark_delivered"].sql, dict(seqs=delivered))
+            await cur.execute(
+                self._sql["move_delivered"].sql,
+                dict(
+                    seqs=delivered,
+                    alias_kind=self._alias_kind,
+                    shown_kinds=self._shown_kinds,
+                    shown_paths=self._shown_paths,
+                ),
+            )
         if held_seqs:
             await cur.execute(
                 self._sql["mark_held"].sql,

@@ -29,8 +29,11 @@ async def _purge(pool: aiopg.Pool, statement: Statement, retention_s: float, bat
 
 
 async def purge_delivered(pool: aiopg.Pool, names: OutboxNames, retention_s: float, batch: int) -> int:
-    """Delete delivered rows older than `retention_s`, `batch` rows per statement; returns how many."""
-    return await _purge(pool, queries(names)["purge_delivered"], retention_s, batch)
+    """Delete delivered rows older than `retention_s`, `batch` rows per statement: those in the log, and those
+    a previous release marked in place; returns how many."""
+    sql = queries(names)
+    logged = await _purge(pool, sql["purge_delivered_log"], retention_s, batch)
+    return logged + await _purge(pool, sql["purge_delivered"], retention_s, batch)
 
 
 async def purge_dead(pool: aiopg.Pool, names: OutboxNames, retention_s: float, batch: int) -> int:

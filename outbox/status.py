@@ -1,6 +1,7 @@
 """Where one group's events are on their way to the target: pending, delivered or dead, and how many
-attempts each took. Rows purged after retention are gone. The read is bounded, so that it costs one group's
-rows whatever the outbox retains."""
+attempts each took. Delivered rows are read from the log of delivered rows (and, marked by a previous
+release, from the table); rows purged after retention are gone. The read is bounded, so that it costs one
+group's rows whatever the outbox retains."""
 
 from __future__ import annotations
 
@@ -26,6 +27,19 @@ class EventStatus:
     delivered_at: datetime | None
     dead_at: datetime | None
     last_error: str | None
+    # A delivered row read from the log: `payload` holds only the target's status fields, by dotted path.
+    summarized: bool = False
+
+    def field(self, path: str) -> Any:
+        """The payload's value at a dotted path (one of the target's status fields), or None."""
+        if self.summarized:
+            return self.payload.get(path)
+        value: Any = self.payload
+        for part in path.split("."):
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,9 @@ class Target:
     # alias no such row has named yet with `unresolved_reason`; it dies with it, like any held row.
     alias_kind: str | None = None
     unresolved_reason: str = "unresolved_alias"
+    # By kind, the payload fields (dotted paths) a delivered row's status still shows: a delivered row leaves
+    # the outbox's table, and its log keeps only these of its payload.
+    status_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         kinds = set(self.deliverers)
@@ -58,6 +61,12 @@ class Target:
         for child, parents in self.waits_on.items():
             if child not in kinds or not parents <= kinds:
                 raise ValueError(f"waits_on names a kind without a deliverer: {child} -> {sorted(parents)}")
+
+    @property
+    def status_paths(self) -> tuple[list[str], list[str]]:
+        """`status_fields` as two parallel lists (kinds, paths), as the statement takes them."""
+        pairs = [(kind, path) for kind, paths in self.status_fields.items() for path in paths]
+        return [kind for kind, _ in pairs], [path for _, path in pairs]
 
     @property
     def order(self) -> tuple[str, ...]:

@@ -53,6 +53,37 @@ async def scalar(pool: aiopg.Pool, sql: str, params: Any = None) -> Any:
     return rows[0][0] if rows else None
 
 
+# Every outbox row as `eco_outbox.events` held them before delivered rows moved to their log: the table's
+# rows, and the log's as 'delivered' (their payload: the summary the log keeps). For tests that read a row's
+# fate whichever table holds it: `f"select state from {OUTBOX_ROWS} where key = %s"`.
+OUTBOX_ROWS = """(
+    SELECT seq, kind, key, group_key, payload, dedupe_key, state, attempts, next_attempt_at, created_at,
+           delivered_at, dead_at, last_error
+    FROM eco_outbox.events
+    UNION ALL
+    SELECT seq, kind, key, group_key, summary, dedupe_key, 'delivered', attempts, NULL, created_at,
+           delivered_at, NULL, NULL
+    FROM eco_outbox.events_delivered
+) AS outbox_rows"""
+
+
+# A completion's finish reason: in its outbox row until it is delivered, then in its interaction's meta in the
+# target (the log of delivered rows keeps nothing of a completion's payload). Without a group: the only one.
+FINISH_REASON_SQL = """
+SELECT coalesce(
+    (SELECT payload->'meta'->>'finish_reason' FROM eco_outbox.events
+     WHERE kind = 'interaction_completion' AND (%(group)s::uuid IS NULL OR group_key = %(group)s::uuid)),
+    (SELECT i.meta->>'finish_reason' FROM eco_outbox.events_delivered AS d
+     JOIN analytics.eco_interactions AS i ON i.id = d.key
+     WHERE d.kind = 'interaction_completion' AND (%(group)s::uuid IS NULL OR d.group_key = %(group)s::uuid)))
+"""
+
+
+async def finish_reason(db: aiopg.Pool, group: str | None = None) -> str | None:
+    """The finish reason of the interaction's completion (the only one without `group`), None before any."""
+    return await scalar(db, FINISH_REASON_SQL, {"group": group})
+
+
 async def insert_interaction(pool: aiopg.Pool, interaction_id: str) -> None:
     """Write a parent row straight into the target, as another writer (the ECO backend) would."""
     await fetch(pool, "insert into analytics.eco_interactions (id) values (%s)", (interaction_id,))

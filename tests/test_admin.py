@@ -12,7 +12,7 @@ from dataclasses import replace
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import TEST_RELAY
-from tests.helpers import fetch, scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, scalar, wait_for
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -29,7 +29,7 @@ async def dead_signal(client: TestClient, db) -> tuple[str, str]:
     assert resp.status == 202
     signal_id = (await resp.json())["id"]
     await wait_for(
-        lambda: scalar(db, "SELECT state FROM eco_outbox.events WHERE key = %s", (signal_id,)),
+        lambda: scalar(db, f"SELECT state FROM {OUTBOX_ROWS} WHERE key = %s", (signal_id,)),
         lambda state: state == "dead",
     )
     return interaction_id, signal_id
@@ -81,7 +81,7 @@ async def test_dead_letters_are_listed_and_requeued_then_delivered(make_client, 
 
     # The relay marks the outbox row only after the target row has committed: wait on the mark itself.
     await wait_for(
-        lambda: scalar(db, "SELECT state FROM eco_outbox.events WHERE key = %s", (signal_id,)),
+        lambda: scalar(db, f"SELECT state FROM {OUTBOX_ROWS} WHERE key = %s", (signal_id,)),
         lambda state: state == "delivered",
     )
     rows = await fetch(
@@ -143,9 +143,9 @@ async def test_dead_letters_are_kept_until_purged_explicitly(make_client, db, da
     _, signal_id = await dead_signal(client, db)
     keep = await client.post("/api/admin/outbox/purge-dead", headers=AUTH, json={"older_than_s": 3600})
     assert await keep.json() == {"purged": 0}
-    assert await scalar(db, "SELECT state FROM eco_outbox.events WHERE key = %s", (signal_id,)) == "dead"
+    assert await scalar(db, f"SELECT state FROM {OUTBOX_ROWS} WHERE key = %s", (signal_id,)) == "dead"
     assert (await client.post("/api/admin/outbox/purge-dead", headers=AUTH, json={})).status == 422
 
     code, out = await run_cli(database_url, "purge-dead", "--older-than-s", "0")
     assert code == 0 and json.loads(out) == {"purged": 1}
-    assert await scalar(db, "SELECT count(*) FROM eco_outbox.events WHERE key = %s", (signal_id,)) == 0
+    assert await scalar(db, f"SELECT count(*) FROM {OUTBOX_ROWS} WHERE key = %s", (signal_id,)) == 0

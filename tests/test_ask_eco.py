@@ -10,6 +10,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -24,7 +25,8 @@ from service.chat.responder import OfflineResponder, estimate_tokens
 from service.config import Config
 from service.keys import STREAMS
 from service.target.message_ids import target_holds_message_id
-from tests.helpers import SSEEvent, fetch, iter_sse, probe, read_sse, scalar, wait_for
+from tests.conftest import TEST_RELAY
+from tests.helpers import OUTBOX_ROWS, SSEEvent, fetch, iter_sse, probe, read_sse, scalar, wait_for
 
 SSE = {"Accept": "text/event-stream"}
 EVENT_ORDER = ("prompt_ready", "first_token", "chunk", "latency", "done")
@@ -101,7 +103,10 @@ async def test_sse_framing_and_order(client: TestClient) -> None:
     assert names.count("chunk") >= 2, "the offline responder streams several chunks"
 
 
-async def test_headers_and_prompt_ready(client: TestClient, db: Any) -> None:
+async def test_headers_and_prompt_ready(make_client: Callable[..., Any], db: Any) -> None:
+    # No relay: the interaction's row stays in the outbox's table, payload and all, where one would move it
+    # to the log of delivered rows as soon as it is delivered.
+    client = await make_client(relay=replace(TEST_RELAY, loops=0))
     headers = {
         **SSE,
         "X-Eco-Guest-Id": "guest_abc",
@@ -296,7 +301,7 @@ async def test_duplicate_client_message_id_is_409(client: TestClient, db: Any, w
     assert second.content_type == "application/json"
     assert (await second.json())["error"] == "duplicate_client_message_id"
     assert "X-Eco-Interaction-Id" not in second.headers
-    assert await scalar(db, "select count(*) from eco_outbox.events where kind = 'interaction'") == 1
+    assert await scalar(db, f"select count(*) from {OUTBOX_ROWS} where kind = 'interaction'") == 1
 
 
 async def test_a_client_message_id_the_target_holds_is_409_at_the_door(client: TestClient, db: Any) -> None:

@@ -21,7 +21,7 @@ from service.chat import interaction
 from service.config import Config
 from service.store.outbox_names import OUTBOX_NAMES
 from service.target.rows import signal_event
-from tests.helpers import fetch, probe, scalar, wait_for
+from tests.helpers import fetch, finish_reason, probe, scalar, wait_for
 from tests.test_ask_eco import SSE, serve
 
 LOCK_INTAKE_SQL = "BEGIN; LOCK TABLE eco_outbox.events IN SHARE MODE"
@@ -29,13 +29,10 @@ INTAKE_WAITING_SQL = (
     "select count(*) from pg_stat_activity"
     " where wait_event_type = 'Lock' and query like '%%INSERT INTO eco_outbox.events%%'"
 )
-COMPLETION_SQL = (
-    "select payload->'meta'->>'finish_reason' from eco_outbox.events where kind = 'interaction_completion'"
-)
 
 
-async def finish_reason(db: aiopg.Pool) -> str | None:
-    return await wait_for(lambda: scalar(db, COMPLETION_SQL), lambda reason: reason is not None)
+async def completed_with(db: aiopg.Pool) -> str | None:
+    return await wait_for(lambda: finish_reason(db), lambda reason: reason is not None)
 
 
 @pytest.fixture
@@ -57,7 +54,7 @@ async def test_a_client_gone_while_its_interaction_is_written_completes_it(
         # The handler was cancelled inside open(), and left the write to finish on its own.
         await wait_for(probe(lambda: len(interaction._BACKGROUND)), lambda pending: pending > 0)
         await intake_lock.execute("COMMIT")
-        assert await finish_reason(db) == "client_disconnect"
+        assert await completed_with(db) == "client_disconnect"
         await wait_for(probe(lambda: len(interaction._BACKGROUND)), lambda pending: pending == 0)
 
 
@@ -81,7 +78,7 @@ async def test_a_client_gone_before_the_stream_starts_completes_it(
         asking = asyncio.create_task(session.post(url / "api/ask-eco", json={"message": "Olá"}, headers=SSE))
         await asyncio.wait_for(preparing.wait(), timeout=10)
         asking.cancel()
-        assert await finish_reason(db) == "client_disconnect"
+        assert await completed_with(db) == "client_disconnect"
 
 
 async def test_a_503_at_the_deadline_is_true_and_its_retry_is_a_normal_answer(

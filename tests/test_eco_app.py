@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page
 from service.app import create_app
 from service.config import Config
 from tests.browser import UI_TIMEOUT_MS, track_errors
-from tests.helpers import fetch, scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, scalar, wait_for
 
 CLIENT_DIR = Path(__file__).parent / "eco_client"
 PROMPT = "Olá, ECO! Estou ansiosa hoje."
@@ -64,7 +64,7 @@ async def test_page_event_source_streams_from_get(
     content = "".join(event["data"]["delta"] for event in events if event["name"] == "chunk")
     assert events[-1]["data"]["content"] == content
     assert errors == []
-    assert await scalar(db, "select count(*) from eco_outbox.events where kind = 'interaction'") == 1
+    assert await scalar(db, f"select count(*) from {OUTBOX_ROWS} where kind = 'interaction'") == 1
 
 
 @pytest.fixture

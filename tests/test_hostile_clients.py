@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from outbox.relay import RelaySettings
 from outbox.retention import PurgeSettings
-from tests.helpers import fetch, read_sse, scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, read_sse, scalar, wait_for
 from tests.loss_checker import LossChecker
 
 HOSTILE = "198.51.100.66"
@@ -125,8 +125,10 @@ async def test_orphans_at_the_limit_neither_delay_ordinary_signals_nor_pile_up(m
         row[0]
         for row in await fetch(
             db,
-            "select extract(epoch from s.landed_at - e.created_at) from analytics.eco_passive_signals s"
-            " join eco_outbox.events e on e.kind = 'signal' and e.key = s.id where s.id = any(%s::uuid[])",
+            "select extract(epoch from s.landed_at - outbox_rows.created_at)"
+            f" from analytics.eco_passive_signals s join {OUTBOX_ROWS}"
+            " on outbox_rows.kind = 'signal' and outbox_rows.key = s.id"
+            " where s.id = any(%s::uuid[])",
             (list(checker.acknowledged),),
         )
     )

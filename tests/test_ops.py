@@ -20,7 +20,7 @@ from outbox.relay import PARENT_PENDING
 from outbox.target import PARENT_MISSING
 from service.target.delivery import ECO_TARGET
 from tests.conftest import TEST_RELAY
-from tests.helpers import read_sse, scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, read_sse, scalar, wait_for
 from tests.service_process import ServiceProcess
 from tests.test_admin import TOKEN, dead_signal
 
@@ -115,7 +115,7 @@ async def test_every_queried_metric_exists_in_a_live_scrape(make_client, db) -> 
     signal = await client.post("/api/signal", json={"interaction_id": iid, "name": "view"})
     key = (await signal.json())["id"]
     await wait_for(
-        lambda: scalar(db, "select state from eco_outbox.events where key = %s", (key,)),
+        lambda: scalar(db, f"select state from {OUTBOX_ROWS} where key = %s", (key,)),
         lambda state: state == "delivered",
     )
     await dead_signal(client, db)

@@ -9,6 +9,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,8 @@ from outbox.enqueue import OutboxWriter
 from service.keys import DEFERRED
 from service.store.outbox_names import OUTBOX_NAMES
 from service.target.rows import InteractionRow, completion_event, signal_event
-from tests.helpers import fetch, probe, wait_for
+from tests.conftest import TEST_RELAY
+from tests.helpers import OUTBOX_ROWS, fetch, probe, wait_for
 from tests.pg import admin
 
 STREAM_TIMEOUT_S = 30.0
@@ -110,7 +112,7 @@ def assert_one_response_ending_in_error_then_done(raw: bytes) -> None:
 async def outbox_rows(db: aiopg.Pool, interaction_id: str) -> set[str]:
     rows = await fetch(
         db,
-        "SELECT kind, coalesce(payload->>'signal', '') FROM eco_outbox.events WHERE group_key = %s",
+        f"SELECT kind, coalesce(payload->>'signal', '') FROM {OUTBOX_ROWS} WHERE group_key = %s",
         (interaction_id,),
     )
     return {f"{kind}:{name}".rstrip(":") for kind, name in rows}
@@ -182,7 +184,7 @@ async def test_the_held_queue_is_bounded_and_counts_what_it_drops(database_url: 
         assert dropped_total() == before + 4
         assert await deferred.flush() is True
         assert len(deferred) == 0
-        kept = await fetch(db, "SELECT DISTINCT group_key::text FROM eco_outbox.events")
+        kept = await fetch(db, f"SELECT DISTINCT group_key::text FROM {OUTBOX_ROWS}")
         assert kept == [(str(batches[-1][0].group_key),)]
     finally:
         await writer.close()
@@ -190,9 +192,13 @@ async def test_the_held_queue_is_bounded_and_counts_what_it_drops(database_url: 
         await pool.wait_closed()
 
 
-async def test_prompt_ready_commits_in_the_interactions_statement(client: TestClient, db: aiopg.Pool) -> None:
+async def test_prompt_ready_commits_in_the_interactions_statement(
+    make_client: Callable[..., Any], db: aiopg.Pool
+) -> None:
     """Both rows carry one transaction id (xmin), read as soon as prompt_ready arrives; a repeated
-    client_message_id adds neither."""
+    client_message_id adds neither. No relay (an intake-only node): the rows stay in the table, where a
+    relay would move them to the log of delivered rows with its own transaction id."""
+    client = await make_client(relay=replace(TEST_RELAY, loops=0))
     body = {"message": "oi", "client_message_id": "cm-1"}
     resp = await client.post("/api/ask-eco", json=body, headers={"Accept": "text/event-stream"})
     assert resp.status == 200

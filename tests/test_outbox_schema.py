@@ -1,8 +1,8 @@
-"""The engine's migrations produce outbox/sql/schema.sql (the same columns, constraints and indexes): from an
-empty database, and from an outbox its earlier releases made, at 008 and before it. Those releases' files
-are kept in tests/outbox_history/ as they shipped (1e63a9f's sql/), indexes on a kind of the target and all,
-and are applied by the same runner under the same ledger, so the upgrade starts from the versions a
-production database records."""
+"""The engine's migrations produce outbox/sql/schema.sql (the same columns, constraints and indexes of the
+table and of its log of delivered rows): from an empty database, and from an outbox its earlier releases
+made, at 008, before it and before 006. Those releases' files are kept in tests/outbox_history/ as they
+shipped (1e63a9f's sql/), indexes on a kind of the target and all, and are applied by the same runner under
+the same ledger, so the upgrade starts from the versions a production database records."""
 
 from __future__ import annotations
 
@@ -26,14 +26,20 @@ from tests.pg import admin, drop_database
 SCHEMA_SQL = Path(outbox.__file__).with_name("sql") / "schema.sql"
 HISTORY_DIR = Path(__file__).with_name("outbox_history")
 SETTINGS = MigrationSettings(timeout_s=30.0)
-RETIRE = ["017_outbox_retire_kind_indexes", "018_outbox_drop_retired_1_idx", "019_outbox_drop_retired_2_idx"]
+# What every earlier state has yet to apply after its own files: the contract of the kind indexes, the log.
+LATER = [
+    "017_outbox_retire_kind_indexes",
+    "018_outbox_drop_retired_1_idx",
+    "019_outbox_drop_retired_2_idx",
+    "020_outbox_delivered_log",
+]
 # The last historical file each state applied, and the engine's files it has yet to apply.
 UPGRADES = {
-    "at 008": ("008_outbox_generic", ["005_outbox_group_column", *RETIRE]),
-    "before 008": ("006_outbox_read_indexes", ["005_outbox_group_column", "008_outbox_generic", *RETIRE]),
+    "at 008": ("008_outbox_generic", ["005_outbox_group_column", *LATER]),
+    "before 008": ("006_outbox_read_indexes", ["005_outbox_group_column", "008_outbox_generic", *LATER]),
     "before 006": (
         "003_outbox_dead_signals",
-        ["005_outbox_group_column", "006_outbox_read_indexes", "008_outbox_generic", *RETIRE],
+        ["005_outbox_group_column", "006_outbox_read_indexes", "008_outbox_generic", *LATER],
     ),
 }
 
@@ -53,9 +59,17 @@ CATALOG = {
 }
 
 
+TABLES = (OUTBOX_NAMES.table, f"{OUTBOX_NAMES.table}_delivered")
+
+
 async def catalog(pool: aiopg.Pool) -> dict[str, list[tuple[object, ...]]]:
-    names = {"schema": OUTBOX_NAMES.schema, "table": OUTBOX_NAMES.table}
-    return {what: [tuple(row) for row in await fetch(pool, sql, names)] for what, sql in CATALOG.items()}
+    """Each table's columns, indexes and constraints."""
+    found: dict[str, list[tuple[object, ...]]] = {}
+    for table in TABLES:
+        names = {"schema": OUTBOX_NAMES.schema, "table": table}
+        for what, sql in CATALOG.items():
+            found[f"{table} {what}"] = [tuple(row) for row in await fetch(pool, sql, names)]
+    return found
 
 
 @asynccontextmanager
@@ -84,7 +98,9 @@ async def made_by_history(dsn: str, state: str) -> None:
 
 
 async def test_the_migrations_from_empty_produce_the_schema_file(db: aiopg.Pool, server_dsn: str) -> None:
-    assert await catalog(db) == await schema_file_catalog(server_dsn)
+    migrated = await catalog(db)
+    assert all(migrated.values()), "every table has columns, indexes and constraints"
+    assert migrated == await schema_file_catalog(server_dsn)
 
 
 @pytest.mark.parametrize("state", list(UPGRADES))

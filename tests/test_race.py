@@ -16,7 +16,7 @@ from outbox.backoff import Backoff
 from service.app import create_app
 from service.config import Config
 from tests.conftest import TEST_RELAY
-from tests.helpers import fetch, iter_sse, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, iter_sse, wait_for
 
 CLIENTS = 20
 SIGNALS_PER_CLIENT = 5
@@ -97,11 +97,11 @@ async def test_signals_posted_at_prompt_ready_all_land_once(
     outbox_rows = CLIENTS * (2 + SIGNALS_PER_CLIENT + len(TELEMETRY))  # interaction, completion, signals
 
     async def delivered() -> int:
-        rows = await fetch(db, "select count(*) from eco_outbox.events where state = 'delivered'")
+        rows = await fetch(db, f"select count(*) from {OUTBOX_ROWS} where state = 'delivered'")
         return rows[0][0]
 
     await wait_for(delivered, lambda count: count == outbox_rows)
-    assert dict(await fetch(db, "select state, count(*) from eco_outbox.events group by state")) == {
+    assert dict(await fetch(db, f"select state, count(*) from {OUTBOX_ROWS} group by state")) == {
         "delivered": outbox_rows
     }
     rows = await fetch(db, "select id::text, interaction_id::text, signal from analytics.eco_passive_signals")

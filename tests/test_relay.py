@@ -28,11 +28,11 @@ from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, completion_event, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
-from tests.helpers import fetch, insert_interaction, scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, insert_interaction, scalar, wait_for
 
 OUTBOX_ROW_SQL = (
     "select seq, state, attempts, next_attempt_at, created_at, delivered_at, dead_at, last_error, payload"
-    " from eco_outbox.events where key = %s and kind = 'signal'"
+    f" from {OUTBOX_ROWS} where key = %s and kind = 'signal'"
 )
 OUTBOX_COLUMNS = (
     "seq",
@@ -169,7 +169,7 @@ async def test_age_kills_a_waiting_child_never_a_parent(db: Any) -> None:
         db, db, ECO_TARGET, replace(TEST_RELAY, max_age_s=1.0), names=OUTBOX_NAMES
     ).run_once()
     assert (outcome.claimed, outcome.dead, outcome.retried) == (2, 1, 1)
-    states = dict(await fetch(db, "select kind, state || ' ' || attempts from eco_outbox.events"))
+    states = dict(await fetch(db, f"select kind, state || ' ' || attempts from {OUTBOX_ROWS}"))
     assert states == {"interaction": "pending 1", "signal": "dead 1"}
 
 
@@ -293,7 +293,12 @@ async def test_requeued_dead_signal_is_delivered_once_its_parent_exists(
     )
     assert await outbox_admin.requeue(db, OUTBOX_NAMES, [dead["seq"]]) == [dead["seq"]]
     row = await wait_for(lambda: outbox_row(db, signal_id), lambda row: row["state"] == "delivered")
-    assert row["attempts"] == 1 and row["dead_at"] is None and row["payload"] == dead["payload"]
+    # The same row, moved to the log of delivered rows with the fields of its payload the status shows.
+    assert row["seq"] == dead["seq"] and row["attempts"] == 1 and row["dead_at"] is None
+    assert row["payload"] == {
+        "signal": dead["payload"]["signal"],
+        "meta.type": dead["payload"]["meta"]["type"],
+    }
     assert await target_count(db, signal_id) == 1
     assert await outbox_admin.requeue(db, OUTBOX_NAMES, [dead["seq"]]) == [], (
         "a delivered row is not requeued"
@@ -303,13 +308,10 @@ async def test_requeued_dead_signal_is_delivered_once_its_parent_exists(
 # (e) idempotent delivery ------------------------------------------------------------------------------------
 
 
-async def reset_outbox(db: Any) -> None:
-    """As if the relay had written the target and died before marking the outbox."""
-    await fetch(
-        db,
-        "update eco_outbox.events set state = 'pending', attempts = 0, delivered_at = null,"
-        " next_attempt_at = now() - interval '1 second'",
-    )
+async def reset_outbox(db: Any, events: list[OutboxEvent]) -> None:
+    """As if the relay had written the target and died before marking the outbox: its rows pending again."""
+    await fetch(db, "truncate eco_outbox.events_delivered")
+    await enqueue(db, events)
 
 
 async def target_snapshot(db: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -341,7 +343,7 @@ async def test_redelivery_is_idempotent(db: Any) -> None:
     assert snapshot[0][0][1:4] == (3, 9, 120)
 
     for _ in range(2):
-        await reset_outbox(db)
+        await reset_outbox(db, events)
         again = await relay.run_once()
         assert (again.claimed, again.delivered, again.retried, again.dead) == (5, 5, 0, 0)
         assert await target_snapshot(db) == snapshot
@@ -366,7 +368,7 @@ async def test_concurrent_relays_never_claim_the_same_row(db: Any) -> None:
         nonlocal delivered
         outcomes = await asyncio.gather(*(relay.run_once() for relay in relays))
         delivered += sum(outcome.delivered for outcome in outcomes)
-        return await scalar(db, "select count(*) from eco_outbox.events where state = 'delivered'")
+        return await scalar(db, f"select count(*) from {OUTBOX_ROWS} where state = 'delivered'")
 
     await wait_for(both_relays, lambda count: count == len(events))
     assert delivered == len(events)

@@ -28,7 +28,7 @@ from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
-from tests.helpers import fetch, insert_interaction, probe, scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, insert_interaction, probe, scalar, wait_for
 
 NOT_READY_BATCHES = "eco_outbox_relay_batch_failures_total"
 # Longer than the test: a second attempt inside it can only come from a wake that ended the pause.
@@ -156,13 +156,13 @@ async def test_a_missing_target_table_makes_the_relay_not_ready_and_charges_no_r
     assert any("42P01" in problem and "outbox-relay" in problem for problem in body["problems"]), body
     failing = [loop for loop in body["loops"].values() if loop["consecutive_failures"] >= 2]
     assert failing and failing[0]["last_failure"]["class"] == "not_ready"
-    row = await fetch(db, "select state, attempts from eco_outbox.events where key = %s", (signal_id,))
+    row = await fetch(db, f"select state, attempts from {OUTBOX_ROWS} where key = %s", (signal_id,))
     assert row == [("pending", 0)]
     assert REGISTRY.get_sample_value(NOT_READY_BATCHES, {"failure": "not_ready"}) >= not_ready_before + 2
 
     await fetch(db, "alter table analytics.eco_passive_signals_moved rename to eco_passive_signals")
     await wait_for(
-        lambda: scalar(db, "select state from eco_outbox.events where key = %s", (signal_id,)),
+        lambda: scalar(db, f"select state from {OUTBOX_ROWS} where key = %s", (signal_id,)),
         lambda state: state == "delivered",
         timeout_s=15,
     )
@@ -190,7 +190,7 @@ async def test_a_signal_dead_of_a_missing_parent_is_revived_when_its_parent_land
     iid = uuid.uuid4()
     signal_id = await post_signal(client, str(iid))
     await wait_for(
-        lambda: scalar(db, "select state from eco_outbox.events where key = %s", (signal_id,)),
+        lambda: scalar(db, f"select state from {OUTBOX_ROWS} where key = %s", (signal_id,)),
         lambda state: state == "dead",
     )
     # Its parent comes through the outbox, as an ask would send it.
@@ -201,7 +201,7 @@ async def test_a_signal_dead_of_a_missing_parent_is_revived_when_its_parent_land
     finally:
         await writer.close()
     await wait_for(
-        lambda: scalar(db, "select state from eco_outbox.events where key = %s", (signal_id,)),
+        lambda: scalar(db, f"select state from {OUTBOX_ROWS} where key = %s", (signal_id,)),
         lambda state: state == "delivered",
     )
     assert (
@@ -236,7 +236,7 @@ async def test_a_signal_whose_parent_is_pending_in_the_outbox_is_not_charged(db:
     outcome = await relay.run_once()
     assert (outcome.claimed, outcome.retried, outcome.dead) == (1, 1, 0)
     row = await fetch(
-        db, "select state, attempts, last_error from eco_outbox.events where key = %s", (signal_id,)
+        db, f"select state, attempts, last_error from {OUTBOX_ROWS} where key = %s", (signal_id,)
     )
     assert row == [("pending", 0, "parent_pending")]
 
@@ -244,7 +244,7 @@ async def test_a_signal_whose_parent_is_pending_in_the_outbox_is_not_charged(db:
     assert (await relay.run_once()).delivered == 1
     # Released by its parent's delivery: due now, not at its wait.
     assert (await relay.run_once()).delivered == 1
-    assert await scalar(db, "select state from eco_outbox.events where key = %s", (signal_id,)) == "delivered"
+    assert await scalar(db, f"select state from {OUTBOX_ROWS} where key = %s", (signal_id,)) == "delivered"
 
 
 async def test_a_wake_does_not_cut_the_outage_pause_short() -> None:
@@ -303,11 +303,11 @@ async def test_an_orphan_dies_at_its_own_shorter_bound(db: aiopg.Pool) -> None:
     for attempt in (1, 2):
         await due_now(db)
         assert (await relay.run_once()).retried == 1
-        assert await fetch(
-            db, "select state, attempts from eco_outbox.events where key = %s", (orphan_id,)
-        ) == [("pending", attempt)]
+        assert await fetch(db, f"select state, attempts from {OUTBOX_ROWS} where key = %s", (orphan_id,)) == [
+            ("pending", attempt)
+        ]
     await due_now(db)
     assert (await relay.run_once()).dead == 1
     assert await fetch(
-        db, "select state, attempts, last_error from eco_outbox.events where key = %s", (orphan_id,)
+        db, f"select state, attempts, last_error from {OUTBOX_ROWS} where key = %s", (orphan_id,)
     ) == [("dead", 3, "parent_missing")]

@@ -22,7 +22,7 @@ from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
 from tests.faults.target_probes import deliveries, install_delivery_log
-from tests.helpers import fetch
+from tests.helpers import OUTBOX_ROWS, fetch
 from tests.relay_pauses import Pauses
 
 GOOD = 90
@@ -54,7 +54,8 @@ async def backlog(db: aiopg.Pool) -> None:
         await writer.enqueue([interaction_event(InteractionRow(id=iid, created_at=datetime.now(UTC)))])
         assert (await Relay(db, db, ECO_TARGET, TEST_RELAY, names=OUTBOX_NAMES).run_once()).delivered == 1
         signals = [
-            signal_event(iid, "view", {"poison": True} if i % 10 == 3 else {}) for i in range(GOOD + REFUSED)
+            signal_event(iid, "poison", {"poison": True}) if i % 10 == 3 else signal_event(iid, "view", {})
+            for i in range(GOOD + REFUSED)
         ]
         await writer.enqueue(signals)
     finally:
@@ -64,8 +65,9 @@ async def backlog(db: aiopg.Pool) -> None:
 async def signal_states(db: aiopg.Pool) -> list[tuple[object, ...]]:
     return await fetch(
         db,
-        "select state, attempts, payload->'meta' ? 'poison', split_part(last_error, ':', 1), count(*)"
-        " from eco_outbox.events where kind = 'signal' group by 1, 2, 3, 4 order by 1, 3",
+        # The signal's name, which the log of delivered rows keeps of the payload.
+        "select state, attempts, payload->>'signal' = 'poison', split_part(last_error, ':', 1), count(*)"
+        f" from {OUTBOX_ROWS} where kind = 'signal' group by 1, 2, 3, 4 order by 1, 3",
     )
 
 

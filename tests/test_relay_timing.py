@@ -21,7 +21,7 @@ from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET, deliver_interactions
 from service.target.queries import TARGET_QUERIES
 from service.target.rows import InteractionRow, interaction_event, signal_event
-from tests.helpers import fetch, scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, scalar, wait_for
 from tests.relay_pauses import Pauses
 
 # Production settings, one row a batch: each relay claims exactly the row the test means it to.
@@ -51,7 +51,7 @@ async def enqueue_in_order(db: aiopg.Pool, *events: object) -> None:
 async def child_state(db: aiopg.Pool, key: str) -> tuple[str, int, str | None, bool]:
     [row] = await fetch(
         db,
-        "select state, attempts, last_error, next_attempt_at <= now() from eco_outbox.events where key = %s",
+        f"select state, attempts, last_error, next_attempt_at <= now() from {OUTBOX_ROWS} where key = %s",
         (key,),
     )
     return row

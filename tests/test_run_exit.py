@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from service.chat.interaction import InteractionRun
 from service.chat.schemas import ask_schema
 from service.keys import CONFIG, DEFERRED, RESPONDER, WRITER
-from tests.helpers import fetch
+from tests.helpers import finish_reason
 
 
 class ViewFailed(Exception):
@@ -35,12 +35,8 @@ def _run(client: TestClient) -> InteractionRun:
 
 
 async def _completions(db: aiopg.Pool, run: InteractionRun) -> list[tuple[str, ...]]:
-    return await fetch(
-        db,
-        "SELECT payload->'meta'->>'finish_reason' FROM eco_outbox.events "
-        "WHERE kind = 'interaction_completion' AND group_key = %s",
-        (str(run.interaction_id),),
-    )
+    reason = await finish_reason(db, str(run.interaction_id))
+    return [] if reason is None else [(reason,)]
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import uuid
 import aiohttp
 import pytest
 
-from tests.helpers import fetch, iter_sse, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, finish_reason, iter_sse, wait_for
 from tests.service_process import ServiceProcess
 
 EXIT_BOUND_S = 20.0
@@ -49,14 +49,8 @@ async def test_sigterm_ends_streams_keeps_accepted_work_and_exits(database_url, 
         assert rest[-1].data["meta"]["finishReason"] == "server_shutdown"
         assert await service.wait(EXIT_BOUND_S) == 0
 
-        rows = await fetch(
-            db,
-            "SELECT kind, payload->'meta'->>'finish_reason' FROM eco_outbox.events "
-            "WHERE group_key = %s AND kind = 'interaction_completion'",
-            (interaction_id,),
-        )
-        assert rows == [("interaction_completion", "server_shutdown")]
-        assert await fetch(db, "SELECT state FROM eco_outbox.events WHERE key = %s", (orphan_signal,)) in (
+        assert await finish_reason(db, interaction_id) == "server_shutdown"
+        assert await fetch(db, f"SELECT state FROM {OUTBOX_ROWS} WHERE key = %s", (orphan_signal,)) in (
             [("pending",)],
             [("dead",)],
         )

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import fetch, insert_interaction, scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, insert_interaction, scalar, wait_for
 
 SIGNAL_MAX_BYTES = 32 * 1024
 ASK_MAX_BYTES = 1024 * 1024
@@ -48,7 +48,7 @@ async def test_202_before_the_interaction_exists_and_id_is_the_row_id(client: Te
     signal_id = await queued(await client.post("/api/signal", json={"interaction_id": iid, "name": "view"}))
     uuid.UUID(signal_id)
     outbox = await fetch(
-        db, "select kind, group_key::text, state from eco_outbox.events where key = %s", (signal_id,)
+        db, f"select kind, group_key::text, state from {OUTBOX_ROWS} where key = %s", (signal_id,)
     )
     assert outbox == [("signal", iid, "pending")]
     assert await stored(db, signal_id) == []
@@ -65,7 +65,7 @@ async def test_client_signal_id_and_duplicates_store_once(client: TestClient, db
     second = await queued(await client.post("/api/signal", json=body))
     assert first == second == signal_id
     await delivered(db, signal_id)
-    assert await scalar(db, "select count(*) from eco_outbox.events where key = %s", (signal_id,)) == 1
+    assert await scalar(db, f"select count(*) from {OUTBOX_ROWS} where key = %s", (signal_id,)) == 1
     assert await scalar(db, "select count(*) from analytics.eco_passive_signals") == 1
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from service.keys import STREAMS
-from tests.helpers import fetch, insert_interaction, probe, wait_for
+from tests.helpers import fetch, finish_reason, insert_interaction, probe, wait_for
 
 # Enough megabytes that the kernel's socket buffers fill and the server's writes block.
 BIG_DELTA_CHARS = 256 * 1024
@@ -63,16 +63,8 @@ async def test_a_stalled_client_is_cut_off_and_completed(make_client, db) -> Non
                 )
             )
 
-            rows = await wait_for(
-                lambda: fetch(
-                    db,
-                    "SELECT payload->'meta'->>'finish_reason' FROM eco_outbox.events "
-                    "WHERE kind = 'interaction_completion' AND group_key = %s",
-                    (interaction_id,),
-                ),
-                timeout_s=30.0,
-            )
-            assert rows == [("client_disconnect",)]
+            reason = await wait_for(lambda: finish_reason(db, interaction_id), timeout_s=30.0)
+            assert reason == "client_disconnect"
             await wait_for(probe(lambda: len(client.app[STREAMS])), lambda open_streams: open_streams == 0)
         finally:
             writer.close()

@@ -24,12 +24,12 @@ from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from service.target.rows import InteractionRow, Kind, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
-from tests.helpers import fetch, probe, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, probe, wait_for
 from tests.test_relay import enqueue
 
 
 async def states(db: aiopg.Pool) -> dict[str, tuple[str, int, str | None]]:
-    rows = await fetch(db, "select key::text, state, attempts, last_error from eco_outbox.events")
+    rows = await fetch(db, f"select key::text, state, attempts, last_error from {OUTBOX_ROWS}")
     return {key: (state, attempts, error) for key, state, attempts, error in rows}
 
 

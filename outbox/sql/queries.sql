@@ -6,11 +6,16 @@
 -- name: insert_events
 -- Intake (outbox.enqueue). Arrays in, one statement, one round trip; the NOTIFY rides in the same implicit
 -- transaction, so the relay is woken only once the rows are visible. ON CONFLICT makes a repeated key (a
--- client retrying an idempotency key, or a repeated dedupe key) a no-op the caller sees as not inserted.
+-- client retrying an idempotency key, or a repeated dedupe key) a no-op the caller sees as not inserted; the
+-- log of delivered rows does the same for keys already delivered, with inserted_again after it for a key
+-- whose delivery committed while this statement ran.
 WITH inserted AS (
     INSERT INTO {schema}.{table} (kind, key, group_key, payload, dedupe_key)
-    SELECT * FROM unnest(CAST(%(kinds)s AS text[]), CAST(%(keys)s AS uuid[]), CAST(%(group_keys)s AS uuid[]),
-                         CAST(%(payloads)s AS jsonb[]), CAST(%(dedupe_keys)s AS text[]))
+    SELECT r.* FROM unnest(CAST(%(kinds)s AS text[]), CAST(%(keys)s AS uuid[]), CAST(%(group_keys)s AS uuid[]),
+                           CAST(%(payloads)s AS jsonb[]), CAST(%(dedupe_keys)s AS text[]))
+        AS r(kind, key, group_key, payload, dedupe_key)
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.{table}_delivered AS d WHERE d.key = r.key AND d.kind = r.kind)
+      AND NOT EXISTS (SELECT 1 FROM {schema}.{table}_delivered AS d WHERE d.dedupe_key = r.dedupe_key)
     ON CONFLICT DO NOTHING
     RETURNING kind, key
 ), wake AS (
@@ -18,10 +23,34 @@ WITH inserted AS (
 )
 SELECT kind, key::text FROM inserted LEFT JOIN wake ON true;
 
+-- name: inserted_again
+-- Run after insert_events in the same implicit transaction, on a new snapshot: a key whose row a relay moved
+-- to the log while insert_events ran (it waited on the row being deleted, or found it deleted after its own
+-- snapshot, and inserted it again; docs/design.md) is in the log by now. Those rows are taken out before
+-- they commit; the rest are what the caller inserted (its own rows: xmin is this transaction).
+WITH mine AS (
+    SELECT e.seq, e.kind, e.key, e.dedupe_key FROM {schema}.{table} AS e
+    JOIN unnest(CAST(%(kinds)s AS text[]), CAST(%(keys)s AS uuid[])) AS k(kind, key)
+        ON e.kind = k.kind AND e.key = k.key
+    WHERE e.xmin = pg_current_xact_id_if_assigned()::xid
+), again AS (
+    DELETE FROM {schema}.{table} AS e USING mine
+    WHERE e.seq = mine.seq
+      AND (EXISTS (SELECT 1 FROM {schema}.{table}_delivered AS d WHERE d.key = mine.key AND d.kind = mine.kind)
+           OR EXISTS (SELECT 1 FROM {schema}.{table}_delivered AS d WHERE d.dedupe_key = mine.dedupe_key))
+    RETURNING e.seq
+)
+SELECT kind, key::text FROM mine WHERE seq NOT IN (SELECT seq FROM again);
+
 -- name: existing_events
+-- Rows a first try committed: still in the table, or delivered since.
 SELECT e.kind, e.key::text FROM {schema}.{table} AS e
 JOIN unnest(CAST(%(kinds)s AS text[]), CAST(%(keys)s AS uuid[])) AS k(kind, key)
-    ON e.kind = k.kind AND e.key = k.key;
+    ON e.kind = k.kind AND e.key = k.key
+UNION
+SELECT d.kind, d.key::text FROM {schema}.{table}_delivered AS d
+JOIN unnest(CAST(%(kinds)s AS text[]), CAST(%(keys)s AS uuid[])) AS k(kind, key)
+    ON d.kind = k.kind AND d.key = k.key;
 
 -- name: claim
 -- The relay (outbox.relay). It claims only the kinds its target delivers: a newer release beside it may
@@ -46,10 +75,26 @@ SELECT 1;
 SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM {schema}.{table}
 WHERE state = 'pending' AND kind = ANY(%(kinds)s);
 
--- name: mark_delivered
-UPDATE {schema}.{table}
-SET state = 'delivered', attempts = attempts + 1, delivered_at = now(), last_error = NULL
-WHERE seq = ANY(%(seqs)s);
+-- name: move_delivered
+-- Delivered rows leave the table in the statement that marks them: a DELETE writes no index entry, where an
+-- UPDATE of state wrote one into each index of the table. The log keeps what the dedupe, the parent checks,
+-- the status read and the retention need: of the payload, only the paths the target's status shows (flat,
+-- by dotted path), or the whole payload of an alias row (the regroup merges it). A key delivered again (the
+-- intake race in docs/design.md) keeps its first entry.
+WITH gone AS (
+    DELETE FROM {schema}.{table} WHERE seq = ANY(%(seqs)s)
+    RETURNING key, kind, group_key, seq, dedupe_key, attempts, created_at, payload
+)
+INSERT INTO {schema}.{table}_delivered
+    (key, kind, group_key, seq, dedupe_key, attempts, created_at, delivered_at, summary)
+SELECT g.key, g.kind, g.group_key, g.seq, g.dedupe_key, g.attempts + 1, g.created_at, now(),
+       CASE WHEN g.kind = %(alias_kind)s THEN g.payload ELSE (
+           SELECT jsonb_object_agg(f.path, g.payload #> string_to_array(f.path, '.'))
+           FROM unnest(CAST(%(shown_kinds)s AS text[]), CAST(%(shown_paths)s AS text[])) AS f(kind, path)
+           WHERE f.kind = g.kind AND g.payload #> string_to_array(f.path, '.') IS NOT NULL
+       ) END
+FROM gone AS g
+ON CONFLICT DO NOTHING;
 
 -- name: mark_held
 UPDATE {schema}.{table} AS e
@@ -71,16 +116,25 @@ UPDATE {schema}.{table} AS child SET next_attempt_at = now(), state = 'pending',
 WHERE child.kind = ANY(%(child_kinds)s) AND child.group_key = ANY(CAST(%(group_keys)s AS uuid[]))
   AND ((child.state = 'pending' AND child.next_attempt_at > now())
        OR (child.state = 'dead' AND child.last_error = %(parent_missing)s))
-  AND EXISTS (
+  AND (EXISTS (
+      SELECT 1 FROM {schema}.{table}_delivered AS parent
+      WHERE parent.key = child.group_key AND parent.kind = ANY(%(parent_kinds)s)
+  ) OR EXISTS (
+      -- marked by a previous release, which updates rather than moves
       SELECT 1 FROM {schema}.{table} AS parent
       WHERE parent.kind = ANY(%(parent_kinds)s) AND parent.key = child.group_key AND parent.state = 'delivered'
-  );
+  ));
 
 -- name: parent_states
 -- Where the outbox has the parents of children that missed them: pending (on their way), or delivered by a
 -- concurrent batch after this one looked in the target.
-SELECT key::text, bool_or(state = 'pending') FROM {schema}.{table}
-WHERE kind = ANY(%(parent_kinds)s) AND state <> 'dead' AND key = ANY(CAST(%(group_keys)s AS uuid[]))
+SELECT key::text, bool_or(pending) FROM (
+    SELECT key, state = 'pending' AS pending FROM {schema}.{table}
+    WHERE kind = ANY(%(parent_kinds)s) AND state <> 'dead' AND key = ANY(CAST(%(group_keys)s AS uuid[]))
+    UNION ALL
+    SELECT key, false FROM {schema}.{table}_delivered
+    WHERE key = ANY(CAST(%(group_keys)s AS uuid[])) AND kind = ANY(%(parent_kinds)s)
+) AS parents
 GROUP BY key;
 
 -- name: regroup
@@ -92,8 +146,12 @@ WITH moved AS (
     UPDATE {schema}.{table} AS e
     SET group_key = a.group_key, payload = e.payload || a.payload, state = 'pending', attempts = 0,
         next_attempt_at = now(), dead_at = NULL, last_error = NULL
-    FROM {schema}.{table} AS a
-    WHERE a.kind = %(alias_kind)s AND a.key = e.group_key AND e.kind <> %(alias_kind)s AND e.state <> 'delivered'
+    FROM (
+        SELECT key, group_key, payload FROM {schema}.{table} WHERE kind = %(alias_kind)s
+        UNION ALL
+        SELECT key, group_key, summary FROM {schema}.{table}_delivered WHERE kind = %(alias_kind)s
+    ) AS a
+    WHERE a.key = e.group_key AND e.kind <> %(alias_kind)s AND e.state <> 'delivered'
       AND a.key = ANY(CAST(%(aliases)s AS uuid[]))
     RETURNING e.seq
 ), wake AS (
@@ -106,19 +164,33 @@ SELECT seq FROM moved LEFT JOIN wake ON true;
 UPDATE {schema}.{table} AS e
 SET group_key = a.group_key, payload = e.payload || a.payload, state = 'pending', attempts = 0,
     next_attempt_at = now(), dead_at = NULL, last_error = NULL
-FROM {schema}.{table} AS a
-WHERE a.kind = %(alias_kind)s AND a.key = e.group_key AND e.kind <> %(alias_kind)s AND e.state <> 'delivered'
+FROM (
+    SELECT key, group_key, payload FROM {schema}.{table} WHERE kind = %(alias_kind)s
+    UNION ALL
+    SELECT key, group_key, summary FROM {schema}.{table}_delivered WHERE kind = %(alias_kind)s
+) AS a
+WHERE a.key = e.group_key AND e.kind <> %(alias_kind)s AND e.state <> 'delivered'
   AND e.seq = ANY(CAST(%(seqs)s AS bigint[]))
 RETURNING e.seq;
 
 -- name: purge_delivered
--- Retention (outbox.retention). SKIP LOCKED: a row a relay is marking right now is left for the next round.
+-- Retention (outbox.retention) of the rows a previous release marked delivered in place. SKIP LOCKED: a row a
+-- relay is marking right now is left for the next round.
 DELETE FROM {schema}.{table} WHERE seq IN (
     SELECT seq FROM {schema}.{table}
     WHERE state = 'delivered' AND delivered_at < now() - %(retention_s)s * interval '1 second'
     ORDER BY delivered_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+);
+
+-- name: purge_delivered_log
+-- Retention of the log of delivered rows, oldest first through events_delivered_at_idx.
+DELETE FROM {schema}.{table}_delivered WHERE (key, kind) IN (
+    SELECT key, kind FROM {schema}.{table}_delivered
+    WHERE delivered_at < now() - %(retention_s)s * interval '1 second'
+    ORDER BY delivered_at
+    LIMIT %(limit)s
 );
 
 -- name: purge_dead_batch
@@ -178,10 +250,24 @@ SELECT pg_notify('{channel}', '');
 LISTEN {channel};
 
 -- name: events_of_group
--- Status (outbox.status): one group's rows, oldest first, through events_group_idx, bounded so that it
--- costs one group's rows whatever the outbox retains.
-SELECT kind, key::text, payload, state, attempts, created_at, delivered_at, dead_at, last_error
-FROM {schema}.{table}
-WHERE group_key = CAST(%(group_key)s AS uuid)
+-- Status (outbox.status): one group's rows, oldest first, from the table and from the log of delivered
+-- rows, each through its group index, bounded so that it costs one group's rows whatever the outbox retains.
+-- A logged row carries its summary (flat, by dotted path) for its payload.
+SELECT kind, key::text, payload, state, attempts, created_at, delivered_at, dead_at, last_error, summarized
+FROM (
+    (SELECT seq, kind, key, payload, state, attempts, created_at, delivered_at, dead_at, last_error,
+            false AS summarized
+     FROM {schema}.{table}
+     WHERE group_key = CAST(%(group_key)s AS uuid)
+     ORDER BY seq
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT seq, kind, key, coalesce(summary, '{}'::jsonb), 'delivered', attempts, created_at, delivered_at,
+            NULL::timestamptz, NULL::text, true
+     FROM {schema}.{table}_delivered
+     WHERE group_key = CAST(%(group_key)s AS uuid)
+     ORDER BY seq
+     LIMIT %(limit)s)
+) AS group_rows
 ORDER BY seq
 LIMIT %(limit)s;

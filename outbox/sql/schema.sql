@@ -34,3 +34,29 @@ create index if not exists {table}_delivered_idx on {schema}.{table} (delivered_
 create index if not exists {table}_dead_idx on {schema}.{table} (dead_at, seq) where state = 'dead';
 -- One group's rows, in order: the status read, and the relay's release of a group's children.
 create index if not exists {table}_group_idx on {schema}.{table} (group_key, seq);
+
+-- Delivered rows, moved out of the table above in the statement that marks them: what the intake's dedupe,
+-- the relay's parent checks, the status read and the retention need of them (docs/design.md).
+create table if not exists {schema}.{table}_delivered (
+  -- the row's identity in the table above: a key delivered once is not taken in again
+  key uuid not null,
+  kind text not null,
+  group_key uuid not null,
+  -- the row's seq in the table above: the status read's order
+  seq bigint not null,
+  dedupe_key text,
+  attempts int not null,
+  created_at timestamptz not null,
+  delivered_at timestamptz not null,
+  -- what the status read shows of the payload (the target names the fields), or an alias row's whole payload
+  summary jsonb,
+  primary key (key, kind)
+);
+
+-- Intake's dedupe by dedupe key (not unique here: the table above refuses the repeats).
+create index if not exists {table}_delivered_dedupe_key_idx on {schema}.{table}_delivered (dedupe_key)
+  where dedupe_key is not null;
+-- One group's rows, in order: the status read.
+create index if not exists {table}_delivered_group_idx on {schema}.{table}_delivered (group_key, seq);
+-- Retention: oldest first.
+create index if not exists {table}_delivered_at_idx on {schema}.{table}_delivered (delivered_at);

@@ -20,6 +20,9 @@ from service.target.rows import CHILD_KINDS, Kind
 
 # A child filed under the app's local reply id that no request has tied to an interaction yet.
 UNRESOLVED_MESSAGE = "unresolved_message"
+# What the status read shows of a signal's payload (its name and meta.type), kept once it is delivered.
+SIGNAL_NAME_FIELD = "signal"
+SIGNAL_TYPE_FIELD = "meta.type"
 
 
 def _rows_json(payloads: Sequence[str]) -> str:
@@ -119,4 +122,5 @@ ECO_TARGET = Target(
     log_fields=("interaction_id", "signal"),
     alias_kind=Kind.MESSAGE_LINK,
     unresolved_reason=UNRESOLVED_MESSAGE,
+    status_fields={Kind.SIGNAL: (SIGNAL_NAME_FIELD, SIGNAL_TYPE_FIELD)},
 )

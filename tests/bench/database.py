@@ -18,7 +18,8 @@ from tests.pg import admin, migrate
 
 RESET_SQL = (
     "TRUNCATE analytics.eco_passive_signals, analytics.eco_feedback, analytics.bandit_rewards,"
-    " analytics.eco_module_usages, analytics.eco_bandit_arms, analytics.eco_interactions, eco_outbox.events"
+    " analytics.eco_module_usages, analytics.eco_bandit_arms, analytics.eco_interactions, eco_outbox.events,"
+    " eco_outbox.events_delivered"
 )
 
 INSERT_PARENTS_SQL = "INSERT INTO analytics.eco_interactions (id) SELECT unnest(%(ids)s::uuid[])"

@@ -22,7 +22,7 @@ from service.target.rows import InteractionRow, interaction_event, signal_event
 from tests.conftest import TEST_RELAY
 from tests.faults.conftest import ask, enqueue, open_pool, service_env
 from tests.faults.target_probes import deliveries, install_delivery_log
-from tests.helpers import scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, scalar, wait_for
 from tests.loss_checker import LossChecker
 from tests.service_process import ServiceProcess
 
@@ -33,7 +33,7 @@ SIGNALS = 300
 
 
 async def delivered_count(outbox: aiopg.Pool) -> int:
-    return await scalar(outbox, "select count(*) from eco_outbox.events where state = 'delivered'")
+    return await scalar(outbox, f"select count(*) from {OUTBOX_ROWS} where state = 'delivered'")
 
 
 async def test_relay_loops_in_one_process_deliver_every_row_once(

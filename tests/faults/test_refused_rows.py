@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from service.keys import WRITER
 from service.target.rows import InteractionRow, interaction_event
 from tests.conftest import TEST_RELAY
-from tests.helpers import fetch, scalar, wait_for
+from tests.helpers import OUTBOX_ROWS, fetch, scalar, wait_for
 from tests.loss_checker import LossChecker
 
 TOKEN = "refused-rows-admin"
@@ -61,7 +61,7 @@ async def post_all(client: TestClient, checker: LossChecker, bodies: list[dict[s
 async def outbox_event(db: Any, kind: str, key: str) -> tuple[str, int, str | None]:
     rows = await fetch(
         db,
-        "select state, attempts, last_error from eco_outbox.events where kind = %s and key = %s",
+        f"select state, attempts, last_error from {OUTBOX_ROWS} where kind = %s and key = %s",
         (kind, key),
     )
     assert len(rows) == 1, rows

@@ -24,7 +24,7 @@ from tests import conftest
 from tests.conftest import TEST_RELAY
 from tests.faults.conftest import FaultDatabases, enqueue, open_pool
 from tests.faults.target_probes import deliveries, install_delivery_log
-from tests.helpers import fetch, scalar
+from tests.helpers import OUTBOX_ROWS, fetch, scalar
 from tests.loss_checker import LossChecker
 
 
@@ -97,7 +97,7 @@ async def test_crash_between_target_write_and_outbox_mark_redelivers_once(
             await DiesBeforeMarking(relay_outbox, relay_target, outbox).run_once()
         # Written to the target, yet still pending in the outbox, with no attempt counted.
         assert await deliveries(target) == {str(event.key): 1 for event in signals}
-        states = await fetch(outbox, "select state, attempts, count(*) from eco_outbox.events group by 1, 2")
+        states = await fetch(outbox, f"select state, attempts, count(*) from {OUTBOX_ROWS} group by 1, 2")
         assert states == [("pending", 0, len(events))]
 
         again = await Relay(relay_outbox, relay_target, ECO_TARGET, TEST_RELAY, names=OUTBOX_NAMES).run_once()
@@ -111,7 +111,7 @@ async def test_crash_between_target_write_and_outbox_mark_redelivers_once(
     assert await deliveries(target) == {str(event.key): 2 for event in signals}
     assert await scalar(target, "select count(*) from analytics.eco_passive_signals") == len(signals)
     assert await fetch(target, "select count(*), max(tokens_out) from analytics.eco_interactions") == [(1, 7)]
-    states = await fetch(outbox, "select state, attempts, count(*) from eco_outbox.events group by 1, 2")
+    states = await fetch(outbox, f"select state, attempts, count(*) from {OUTBOX_ROWS} group by 1, 2")
     assert states == [("delivered", 1, len(events))]
 
 
@@ -146,5 +146,5 @@ async def test_signal_refused_by_a_foreign_key_leaves_the_rest_of_the_batch_deli
     )
     assert await scalar(target, "select count(*) from analytics.eco_passive_signals") == 0
     assert await fetch(
-        outbox, "select state, attempts, last_error from eco_outbox.events where key = %s", (str(doomed.key),)
+        outbox, f"select state, attempts, last_error from {OUTBOX_ROWS} where key = %s", (str(doomed.key),)
     ) == [("pending", 1, "fk_violation")]

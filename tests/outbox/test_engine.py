@@ -15,7 +15,7 @@ from outbox.enqueue import OutboxWriter
 from outbox.relay import Relay
 from outbox.target import Target
 from tests.conftest import TEST_RELAY
-from tests.helpers import fetch, scalar
+from tests.helpers import OUTBOX_ROWS, fetch, scalar
 from tests.outbox.toy import (
     CHILD,
     PARENT,
@@ -28,7 +28,7 @@ from tests.outbox.toy import (
 
 
 async def states(db: aiopg.Pool) -> dict[str, str]:
-    return dict(await fetch(db, "SELECT key::text, state FROM eco_outbox.events"))
+    return dict(await fetch(db, f"SELECT key::text, state FROM {OUTBOX_ROWS}"))
 
 
 async def test_parents_first_in_one_batch(db: aiopg.Pool, writer: OutboxWriter) -> None:
@@ -52,14 +52,14 @@ async def test_a_child_waits_for_its_parent_and_is_released_when_it_lands(
         db,
         db,
         TOY_TARGET,
-        replace(TEST_RELAY, backoff=replace(TEST_RELAY.backoff, base_ms=60_000)),
+        replace(TEST_RELAY, backoff=replace(TEST_RELAY.backoff, base_ms=60_000, cap_ms=60_000)),
         names=TOY_NAMES,
     )
 
     held = await relay.run_once()
     assert (held.delivered, held.retried) == (0, 1)
     [(state, error, due_later)] = await fetch(
-        db, "SELECT state, last_error, next_attempt_at > now() FROM eco_outbox.events"
+        db, f"SELECT state, last_error, next_attempt_at > now() FROM {OUTBOX_ROWS}"
     )
     assert (state, error, due_later) == ("pending", "parent_missing", True)
 
@@ -92,7 +92,7 @@ async def test_enqueue_is_idempotent_on_kind_and_key(db: aiopg.Pool, writer: Out
     [first] = await writer.enqueue([parent_event(parent, "p")])
     [second] = await writer.enqueue([parent_event(parent, "p again")])
     assert (first.inserted, second.inserted) == (True, False)
-    assert await scalar(db, "SELECT count(*) FROM eco_outbox.events WHERE kind = %s", (PARENT,)) == 1
+    assert await scalar(db, f"SELECT count(*) FROM {OUTBOX_ROWS} WHERE kind = %s", (PARENT,)) == 1
 
 
 def test_a_target_names_only_kinds_it_delivers() -> None:
@@ -111,7 +111,7 @@ async def test_a_relay_leaves_kinds_its_target_does_not_deliver(db: aiopg.Pool, 
     outcome = await relay.run_once()
 
     assert (outcome.claimed, outcome.delivered) == (1, 1)
-    assert await fetch(db, "SELECT kind, state, attempts FROM eco_outbox.events ORDER BY kind") == [
+    assert await fetch(db, f"SELECT kind, state, attempts FROM {OUTBOX_ROWS} ORDER BY kind") == [
         (CHILD, "pending", 0),
         (PARENT, "delivered", 1),
     ]
@@ -137,7 +137,7 @@ async def test_a_kind_no_release_took_within_the_max_age_dies_alone(
 
     assert (outcome.claimed, outcome.delivered, outcome.dead) == (3, 2, 1)
     assert await fetch(
-        db, "SELECT kind, state, attempts, last_error FROM eco_outbox.events ORDER BY kind, seq"
+        db, f"SELECT kind, state, attempts, last_error FROM {OUTBOX_ROWS} ORDER BY kind, seq"
     ) == [
         (CHILD, "dead", 1, "unknown_kind"),
         (PARENT, "delivered", 1, None),

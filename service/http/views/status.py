@@ -12,6 +12,7 @@ from service.http.api_schemas import InteractionSignalsSchema
 from service.http.errors import ApiError, validation_failed
 from service.keys import DATABASES
 from service.store.outbox_names import OUTBOX_NAMES
+from service.target.delivery import SIGNAL_NAME_FIELD, SIGNAL_TYPE_FIELD
 from service.target.rows import Kind
 
 _DOCUMENT = InteractionSignalsSchema()
@@ -43,10 +44,6 @@ async def interaction_signals(request: web.Request) -> web.Response:
 
 
 def _signal(event: EventStatus) -> dict[str, object]:
-    """A signal's row with its name and meta.type, read from the target row the outbox holds."""
-    meta = event.payload.get("meta")
-    return {
-        **vars(event),
-        "name": event.payload.get("signal"),
-        "type": meta.get("type") if isinstance(meta, dict) else None,
-    }
+    """A signal's row with its name and meta.type, read from the target row the outbox holds (or, once
+    delivered, from the fields of it the log keeps: ECO_TARGET's status fields)."""
+    return {**vars(event), "name": event.field(SIGNAL_NAME_FIELD), "type": event.field(SIGNAL_TYPE_FIELD)}
