@@ -142,7 +142,7 @@ async def test_a_wake_during_a_batch_sends_the_waiting_loop_at_once(db: aiopg.Po
         await enqueue_in_order(db, second)
         relay.wake()
         await wait_for(
-            lambda: scalar(db, "select state from eco_outbox.events where key = %s", (str(second.key),)),
+            lambda: scalar(db, f"select state from {OUTBOX_ROWS} where key = %s", (str(second.key),)),
             lambda state: state == "delivered",
         )
         pauses.resume(PAUSE_COMMITTED)
