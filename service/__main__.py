@@ -58,7 +58,7 @@ def _run(argv: list[str] | None) -> int:
 
     setup_logging(config.log_json, config.log_level)
     if args.command in (None, "serve"):
-        if config.processes > 1:
+        if config.processes > 1 or config.relay_apart:
             from service.runtime.processes import supervise
 
             supervise(config)

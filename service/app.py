@@ -89,7 +89,7 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     deferred = DeferredWrites(writer, max_rows=config.deferred_max_rows, retry_s=config.deferred_retry_s)
     await writer.start()
     deferred.start()
-    if config.relay.loops == 0:
+    if config.relay.loops == 0 and config.relay_report is None:
         logger.info("intake only (ECO_RELAY_LOOPS=0): a relay running elsewhere delivers the outbox")
     relay.start()
     listener.start()
@@ -129,7 +129,7 @@ def create_app(config: Config | None = None) -> web.Application:
     )
     app[CONFIG] = config
     app[STREAMS] = InteractionRegistry()
-    app[NOT_ADDED] = {}
+    app[NOT_ADDED] = dict(config.not_added)
     app[RATE_LIMITER] = RateLimiter(config.rate_limit_per_s, config.rate_limit_burst)
     app.cleanup_ctx.append(databases_ctx)
     app.cleanup_ctx.append(outbox_ctx)

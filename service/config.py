@@ -179,11 +179,19 @@ class Limits:
 class Config:
     host: str = "127.0.0.1"
     port: int = 3001
-    # Service processes sharing the port (SO_REUSEPORT), each with the whole app, relay included.
+    # HTTP processes sharing the port (SO_REUSEPORT), each with the whole app.
     processes: int = 1
+    # `serve` runs the relay in a process of its own beside the HTTP process(es), which then run none.
+    relay_process: bool = True
     # Set by the ECO_PROCESSES supervisor for its workers (never from the environment): the folder where
     # prometheus-client's multiprocess mode keeps every worker's values, so that /metrics sums them.
     metrics_dir: Path | None = None
+    # Set by the supervisor for its processes when the relay runs in one of its own (never from the
+    # environment): the file where the relay process reports its health, which /readyz reads.
+    relay_report: Path | None = None
+    # Set by the supervisor for its processes (never from the environment): the optional migrations its
+    # migration could not add, and why, which /readyz reports.
+    not_added: tuple[tuple[str, str], ...] = ()
     # False in the ECO_PROCESSES supervisor's workers (never from the environment): the supervisor applied
     # the migrations once before starting them, so that no worker is a migrator whose death stops them all.
     migrate_on_start: bool = True
@@ -233,6 +241,11 @@ class Config:
     # responder's own name.
     llm_modules: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def relay_apart(self) -> bool:
+        """The relay runs in a process of its own: asked for, and there is a relay to run."""
+        return self.relay_process and self.relay.loops > 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -317,11 +330,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ECO_HOST", "host", TEXT, "address to listen on", keep_blank=True),
     Setting("ECO_PORT", "port", INT, "port"),
     Setting(
+        "ECO_RELAY_PROCESS",
+        "relay_process",
+        BOOL,
+        "`1`: `serve` runs the relay in a process of its own beside the HTTP process(es), whose event loops"
+        " then answer requests only; `0`: each HTTP process runs its own relay",
+    ),
+    Setting(
         "ECO_PROCESSES",
         "processes",
         INT,
-        "service processes sharing the port (SO_REUSEPORT), each with its own relay; `/metrics` sums them"
-        " all",
+        "HTTP processes sharing the port (SO_REUSEPORT), each with its own relay unless ECO_RELAY_PROCESS;"
+        " `/metrics` sums them all",
         minimum=1,
         aliases=("ECO_WORKERS",),
     ),
@@ -422,7 +442,8 @@ SETTINGS: tuple[Setting, ...] = (
         "ECO_RELAY_LOOPS",
         "relay.loops",
         INT,
-        "relay loops per process; `0`: an intake-only node, ready, relying on a relay elsewhere",
+        "relay loops in the relay process (in each HTTP process without ECO_RELAY_PROCESS); `0`: an"
+        " intake-only node, ready, relying on a relay elsewhere",
         aliases=("ECO_RELAY_WORKERS",),
     ),
     Setting(

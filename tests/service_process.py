@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -22,6 +23,28 @@ def free_port() -> int:
 
 
 SERVE_ARGS = ("-m", "service", "serve")
+# What no process can catch or forward: a container's kill or freeze reaches every process of the service.
+WHOLE_SERVICE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT})
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def children_of(pid: int) -> set[int]:
+    """Live processes the supervisor `pid` started (multiprocessing's spawned children), from /proc."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != pid or fields[0] == "Z":
+                continue
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if b"spawn_main" in cmdline:
+            children.add(int(stat.parent.name))
+    return children
 
 
 class ServiceProcess:
@@ -71,8 +94,26 @@ class ServiceProcess:
 
             await wait_for(ready, timeout_s=timeout_s, interval_s=0.1)
 
-    def send(self, signum: int) -> None:
+    async def pids(self) -> tuple[int, int | None]:
+        """(the process that answers HTTP, the relay process or None): the main process itself, or under the
+        supervisor its HTTP child and the relay process that /readyz names."""
         assert self.process is not None
+        children = children_of(self.process.pid)
+        if not children:
+            return self.process.pid, None
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/readyz") as resp:
+            relay = (await resp.json()).get("relay_process", {}).get("pid")
+        [http] = children - {relay}
+        return http, relay
+
+    def send(self, signum: int) -> None:
+        """SIGTERM and SIGINT go to the main process, which forwards them to its own (`serve` supervises an
+        HTTP process and a relay process); SIGKILL, SIGSTOP and SIGCONT reach every one of them."""
+        assert self.process is not None
+        if signum in WHOLE_SERVICE_SIGNALS:
+            for child in children_of(self.process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signum)
         self.process.send_signal(signum)
 
     async def wait(self, timeout_s: float) -> int:
@@ -83,7 +124,7 @@ class ServiceProcess:
     async def stop(self) -> None:
         """SIGKILL, for tests that have already checked what they wanted of the process."""
         if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
+            self.send(signal.SIGKILL)
             await self.process.wait()
 
     async def terminate(self, timeout_s: float = 30.0) -> None:

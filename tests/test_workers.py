@@ -1,6 +1,6 @@
-"""ECO_WORKERS=2: `python -m service serve` runs two worker processes on one port, both serving and both
-relaying, and SIGTERM stops them all cleanly; /metrics sums both workers, and the rate limit keys on the
-client behind a trusted proxy."""
+"""ECO_WORKERS=2: `python -m service serve` runs two HTTP processes on one port and the relay process beside
+them, and SIGTERM stops them all cleanly; /metrics sums both workers, and the rate limit keys on the client
+behind a trusted proxy."""
 
 from __future__ import annotations
 
@@ -13,31 +13,13 @@ import aiopg
 import pytest
 
 from tests.helpers import insert_interaction, scalar, wait_for
-from tests.service_process import ServiceProcess
+from tests.service_process import ServiceProcess, alive, children_of
 from tests.test_operations import sample
 
 STOP_TIMEOUT_S = 30.0
 SIGNALS = 40
-
-
-def children_of(pid: int) -> set[int]:
-    """Live worker processes started by `pid` (multiprocessing's spawned children), from /proc."""
-    children = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) != pid or fields[0] == "Z":
-                continue
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if b"spawn_main" in cmdline:
-            children.add(int(stat.parent.name))
-    return children
-
-
-def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+# Two HTTP processes and the relay process, each with its NOTIFY listener.
+PROCESSES = 3
 
 
 @pytest.mark.slow
@@ -52,16 +34,15 @@ async def test_two_workers_serve_relay_and_stop_on_sigterm(
     try:
         assert service.process is not None
         workers = await wait_for(
-            lambda: _children(service.process.pid), lambda pids: len(pids) == 2, timeout_s=30
+            lambda: _children(service.process.pid), lambda pids: len(pids) == PROCESSES, timeout_s=30
         )
-        # Each worker runs the whole app: its own NOTIFY listener for its own relay.
         await wait_for(
             lambda: scalar(
                 db,
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND query LIKE 'LISTEN%%'",
             ),
-            lambda count: count == 2,
+            lambda count: count == PROCESSES,
             timeout_s=30,
         )
         interaction_id = str(uuid.uuid4())
@@ -121,14 +102,16 @@ async def test_two_workers_sum_their_metrics_and_key_clients_behind_a_trusted_pr
     await service.start()
     try:
         assert service.process is not None
-        await wait_for(lambda: _children(service.process.pid), lambda pids: len(pids) == 2, timeout_s=30)
+        await wait_for(
+            lambda: _children(service.process.pid), lambda pids: len(pids) == PROCESSES, timeout_s=30
+        )
         await wait_for(
             lambda: scalar(
                 db,
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND query LIKE 'LISTEN%%'",
             ),
-            lambda count: count == 2,
+            lambda count: count == PROCESSES,
             timeout_s=30,
         )
         # A new connection for each request, so that the kernel spreads them over both workers; each from

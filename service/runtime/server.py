@@ -49,8 +49,8 @@ def server_options(config: Config) -> dict[str, Any]:
 
 
 def serve(config: Config, *, reuse_port: bool = False) -> None:
-    """Serve in this process (ECO_PROCESSES > 1 is service.runtime.processes' supervisor, which runs this in
-    each of its processes)."""
+    """Serve in this process (ECO_PROCESSES > 1 or ECO_RELAY_PROCESS is service.runtime.processes'
+    supervisor, which runs this in each of its HTTP processes)."""
     logger.info("eco-outbox listening on http://{}:{}", config.host, config.port)
     app = create_app(config)
     app.on_startup.append(gc_tuning(config.gc_gen0_threshold))

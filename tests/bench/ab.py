@@ -38,9 +38,13 @@ CHILD = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0],
 
 
 def cpu_s(pid: int) -> float:
-    """The process's user + system CPU seconds so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The service's user + system CPU seconds so far: the process and those it started (under the
+    supervisor, its HTTP and relay processes). From /proc alone, so that it reads any tree's service."""
+    ticks = 0
+    for process in (pid, *Path(f"/proc/{pid}/task/{pid}/children").read_text().split()):
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class CpuWatch:

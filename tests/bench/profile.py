@@ -173,7 +173,10 @@ async def profile(what: str, seconds: float, server: str, scratch: Path) -> str:
                 await processes.loadgen(spec, STREAMS_TIMEOUT_S + 30)
 
             loads = {"intake": intake, "relay": relay, "streams": streams}
-            raw = await sampled(service.process.pid, scratch / "profile.txt", loads[what])
+            # The process that does the work: the relay process for the relay's load, else the HTTP one.
+            http, relay_process = await service.pids()
+            pid = relay_process if what == "relay" and relay_process is not None else http
+            raw = await sampled(pid, scratch / "profile.txt", loads[what])
     finally:
         pool.close()
         await pool.wait_closed()

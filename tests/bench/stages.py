@@ -311,8 +311,7 @@ async def streams(pool: aiopg.Pool, log_dir: Path, dsn: str, settings: BenchSett
         dsn, log_dir, name="service-streams", ECO_OFFLINE_CHUNK_DELAY_MS=f"{settings.stream_cadence_ms:g}"
     )
     async with server:
-        assert server.process is not None
-        pid = server.process.pid
+        pid, _ = await server.pids()
         idle = _rss_bytes(pid)
         spec = {
             "mode": "streams",

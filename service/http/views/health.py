@@ -10,6 +10,7 @@ from aiohttp import web
 
 from outbox.errors import CONNECTION_ERRORS
 from outbox.migrations import pending
+from outbox.relay_report import read_report
 from service.keys import CONFIG, DATABASES, NOT_ADDED, RELAY, RESPONDER, SIDE_LOOPS, WRITER
 from service.store import migrations
 
@@ -49,23 +50,29 @@ async def readiness(app: web.Application) -> tuple[list[str], dict[str, dict[str
             not_added[migration.version] = app[NOT_ADDED].get(
                 migration.version, f"not applied; without it, {migration.why}"
             )
+    config = app[CONFIG]
     relay = app[RELAY]
     writer = app[WRITER]
     side_loops = app[SIDE_LOOPS]
-    # ECO_RELAY_LOOPS=0: an intake-only node, ready without a relay of its own.
-    intake_only = app[CONFIG].relay.loops == 0
-    if not intake_only:
+    details: dict[str, object] = {"not_added": not_added} if not_added else {}
+    relay_loops = {health.name: health.report() for health in relay.loops}
+    if config.relay_report is not None:
+        report = read_report(config.relay_report)
+        problems.extend(report.problems)
+        relay_loops = report.loops
+        details["relay_process"] = {"pid": report.pid, "reported_s_ago": report.age_s}
+    elif config.relay.loops == 0:
+        # An intake-only node, ready without a relay of its own.
+        details["relay"] = INTAKE_ONLY
+    else:
         problems.extend(relay.problems())
     if not writer.running:
         problems.append("intake writer not running")
     problems.extend(f"{task.task_name} not running" for task in side_loops if not task.running)
     loops = {
-        health.name: health.report()
-        for health in (*relay.loops, *writer.loops, *(task.health for task in side_loops))
+        **relay_loops,
+        **{health.name: health.report() for health in (*writer.loops, *(task.health for task in side_loops))},
     }
-    details: dict[str, object] = {"not_added": not_added} if not_added else {}
-    if intake_only:
-        details["relay"] = INTAKE_ONLY
     return problems, loops, details
 
 

@@ -13,6 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from outbox import admin as outbox_admin
 from outbox.errors import CONNECTION_ERRORS
 from outbox.metrics import outbox_metrics
+from outbox.relay_report import read_report
 from service.http.metrics import record_outbox_stats
 from service.keys import CONFIG, DATABASES, RELAY
 from service.store.outbox_names import OUTBOX_NAMES
@@ -38,9 +39,13 @@ async def metrics(request: web.Request) -> web.Response:
         logger.bind(code="db_unavailable").warning("metrics: outbox unreadable: {}", exc)
         rows = None
     record_outbox_stats(rows)
-    # An intake-only node (ECO_RELAY_LOOPS=0) has no loop to stop: it does not count as a stopped relay.
-    intake_only = request.app[CONFIG].relay.loops == 0
-    outbox_metrics(OUTBOX_NAMES).relay_running.set(1 if intake_only or request.app[RELAY].running else 0)
+    config = request.app[CONFIG]
+    if config.relay_report is not None:
+        running = read_report(config.relay_report).running
+    else:
+        # An intake-only node (ECO_RELAY_LOOPS=0) has no loop to stop: it does not count as a stopped relay.
+        running = config.relay.loops == 0 or request.app[RELAY].running
+    outbox_metrics(OUTBOX_NAMES).relay_running.set(1 if running else 0)
     response = web.Response(body=generate_latest(_registry(request.app[CONFIG].metrics_dir)))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     response.charset = "utf-8"
