@@ -28,6 +28,7 @@ An error every row would hit (missing table, permission denied) makes the relay 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import Counter, defaultdict
@@ -70,9 +71,10 @@ class RelaySettings:
     # Pause after the outbox or the target failed, doubling up to the cap while it stays down.
     outage_pause_min_s: float = 0.1
     outage_pause_max_s: float = 5.0
-    # After a partial batch, the next one starts at least this long after the last one started: under a
-    # stream of small inserts the relay then delivers fewer, larger batches (each costs a few round trips).
-    coalesce_ms: float = 5.0
+    # After a partial batch, the next one starts at least this long after the last batch any loop started:
+    # under a stream of small inserts the relay then delivers fewer, larger batches (each costs a few round
+    # trips; docs/performance.md has the figures).
+    coalesce_ms: float = 10.0
     # A frozen relay's claim (and its open target transaction) ends after this long idle: its rows go to
     # the other relays. A working relay renews its claim every third of it while it writes the target.
     claim_timeout_s: float = 60.0
@@ -226,6 +228,8 @@ class Relay:
         # The wake events of the loops waiting for rows (not in a batch), in the order they began to wait.
         self._waiting: list[asyncio.Event] = []
         self._tasks: list[asyncio.Task[None]] = []
+        # When the last batch began, any loop's: the coalescing interval counts from it.
+        self._batch_started_s = -math.inf
         self.loops: list[LoopHealth] = []
 
     @property
@@ -286,19 +290,20 @@ class Relay:
 
     async def _loop(self, wake: asyncio.Event, health: LoopHealth) -> None:
         pause_s = self._settings.outage_pause_min_s
-        coalesce_s = self._settings.coalesce_ms / 1000
-        cycle_started = -coalesce_s
+        full = True
         while not self._stopping:
-            if (delay_s := cycle_started + coalesce_s - time.monotonic()) > 0:
-                await asyncio.sleep(delay_s)
-            cycle_started = time.monotonic()
+            if not full:
+                await self._coalesce()
+            self._batch_started_s = time.monotonic()
             # Cleared before the claim: a wake from now on means rows this batch may not have seen.
             wake.clear()
+            full = False
             try:
                 outcome = await self.run_once()
                 health.succeeded()
                 pause_s = self._settings.outage_pause_min_s
                 if outcome.claimed >= self._settings.batch_size:
+                    full = True
                     self._wake_all()
                     continue
                 if wake.is_set():
@@ -332,6 +337,13 @@ class Relay:
             log.bind(code="relay_internal_error").opt(exception=exc).error("relay batch failed: {}", error)
         else:
             log.error("relay paused: target not ready ({}): {}", failure, error)
+
+    async def _coalesce(self) -> None:
+        """After a partial batch, wait until `coalesce_ms` after the last batch any loop started: under a
+        stream of rows the loops together start one batch per interval, not one each."""
+        coalesce_s = self._settings.coalesce_ms / 1000
+        while not self._stopping and (delay_s := self._batch_started_s + coalesce_s - time.monotonic()) > 0:
+            await self._pause(delay_s)
 
     async def _pause(self, pause_s: float) -> None:
         try:

@@ -450,7 +450,7 @@ SETTINGS: tuple[Setting, ...] = (
         "ECO_RELAY_COALESCE_MS",
         "relay.coalesce_ms",
         FLOAT,
-        "after a partial batch, the next starts at least this long after the last one started",
+        "after a partial batch, the next starts at least this long after the last batch any loop started",
     ),
     Setting(
         "ECO_RELAY_MAX_ATTEMPTS",

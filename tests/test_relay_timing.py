@@ -1,11 +1,13 @@
 """Relays interleaved at pinned points, with the production settings: a child held because its parent was in
 another relay's open claim is due again as soon as that parent is delivered, never after its backoff; a
 creation that waited on a concurrent completion of the same interaction is delivered, not a conflict; a wake
-during one loop's batch sends a waiting loop at once."""
+during one loop's batch sends a waiting loop at once; under a stream of rows the loops together start one
+partial batch per coalescing interval, not one each."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -150,3 +152,41 @@ async def test_a_wake_during_a_batch_sends_the_waiting_loop_at_once(db: aiopg.Po
         pauses.resume(PAUSE_COMMITTED)
         await relay.stop()
     assert await scalar(db, "select count(*) from analytics.eco_passive_signals") == 2
+
+
+STREAM_ROWS = 150
+
+
+async def test_under_a_stream_the_loops_together_start_one_partial_batch_per_coalescing_interval(
+    db: aiopg.Pool,
+) -> None:
+    """Rows one at a time, each with a wake, faster than the coalescing interval: the relay's loops start no
+    more batches between them than one per interval (and one each to begin with), where a loop of its own
+    each would start one per interval apiece. The poll is an hour long, so that only wakes send the loops."""
+    parent_id = uuid.uuid4()
+    await fetch(db, "insert into analytics.eco_interactions (id) values (%s)", (str(parent_id),))
+    settings = RelaySettings(poll_s=3600.0)
+    batches = 0
+
+    async def count(point: str) -> None:
+        nonlocal batches
+        batches += point == PAUSE_CLAIMED
+
+    relay = Relay(db, db, ECO_TARGET, settings, pause=count, names=OUTBOX_NAMES)
+    writer = OutboxWriter(db, OUTBOX_NAMES)
+    relay.start()
+    await writer.start()
+    try:
+        started = time.monotonic()
+        for n in range(STREAM_ROWS):
+            await writer.enqueue([signal_event(parent_id, f"s-{n}", {})])
+            relay.wake()
+        await wait_for(
+            lambda: scalar(db, "select count(*) from analytics.eco_passive_signals"),
+            lambda count: count == STREAM_ROWS,
+        )
+        elapsed_s = time.monotonic() - started
+    finally:
+        await writer.close()
+        await relay.stop()
+    assert 1 < batches <= elapsed_s / (settings.coalesce_ms / 1000) + settings.loops, (batches, elapsed_s)
