@@ -21,7 +21,7 @@ from tests.pg import admin
 from tests.service_process import ServiceProcess
 
 # The release before this one; bump it when a release ships.
-PREVIOUS_RELEASE = "1e63a9f"
+PREVIOUS_RELEASE = "9b02dca"
 SIGNALS_PER_ASK = 5
 LOADERS = 2
 # Requests (asks and signal posts) the old release answers once the new one is ready and has migrated.
