@@ -51,8 +51,10 @@ PARTS = {
     "loguru": r"loguru/",
     "SSE streams (aiohttp-sse, interaction, responder)": r"aiohttp_sse/|service/(interaction|responder)\.py",
 }
-# The service's own files, less the ones every sample passes through (the entry point, run_app).
-OWN_CODE = r"(service|outbox)/(?!server\.py|__main__\.py)"
+# The service's own files, less the ones every sample passes through (the entry points, run_app).
+OWN_CODE = r"(service|outbox)/(?!server\.py|__main__\.py|processes\.py)"
+# A supervised process's thread that only checks on its supervisor, asleep nearly always: not the service.
+WATCHER_FRAME = "_stop_when_orphaned"
 FRAME_FILE = re.compile(r"\(([^()]*?):\d+\)$")
 
 
@@ -89,7 +91,7 @@ def summarise(raw: str) -> str:
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
+        if not stack or WATCHER_FRAME in stack:
             continue
         count = int(count_text)
         total += count
