@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
+from outbox.background import BackgroundTask
 from outbox.deferred import DeferredWrites
 from outbox.enqueue import OutboxWriter
 from outbox.metrics import outbox_metrics
@@ -71,8 +72,9 @@ async def databases_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Writer, deferred writes, relay, NOTIFY listener and purger; on the way out the held completions are
-    flushed through the writer before it closes, and the relay finishes its batch."""
+    """Writer, deferred writes, relay, NOTIFY listener (when there is a relay loop to wake) and purger; on
+    the way out the held completions are flushed through the writer before it closes, and the relay finishes
+    its batch."""
     config = app[CONFIG]
     databases = app[DATABASES]
     relay = Relay(databases.outbox, databases.target, ECO_TARGET, config.relay, names=OUTBOX_NAMES)
@@ -84,25 +86,32 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
         flushers=config.intake_flushers,
         timeout_s=config.enqueue_timeout_s,
     )
-    listener = NotifyListener(databases.outbox_dsn, relay.wake, OUTBOX_NAMES, timeout_s=config.db_timeout_s)
     purger = Purger(databases.outbox, OUTBOX_NAMES, config.purge)
+    # The NOTIFY wakes a relay loop: a process with none (an intake-only node, or an HTTP process beside the
+    # relay process) would take one notification per intake commit for nothing.
+    side_loops: tuple[BackgroundTask, ...] = (purger,)
+    if config.relay.loops > 0:
+        listener = NotifyListener(
+            databases.outbox_dsn, relay.wake, OUTBOX_NAMES, timeout_s=config.db_timeout_s
+        )
+        side_loops = (listener, purger)
     deferred = DeferredWrites(writer, max_rows=config.deferred_max_rows, retry_s=config.deferred_retry_s)
     await writer.start()
     deferred.start()
     if config.relay.loops == 0 and config.relay_report is None:
         logger.info("intake only (ECO_RELAY_LOOPS=0): a relay running elsewhere delivers the outbox")
     relay.start()
-    listener.start()
-    purger.start()
+    for task in side_loops:
+        task.start()
     app[WRITER] = writer
     app[RELAY] = relay
-    app[SIDE_LOOPS] = (listener, purger)
+    app[SIDE_LOOPS] = side_loops
     app[DEFERRED] = deferred
     yield
     await deferred.close(DEFERRED_FLUSH_S)
     await writer.close()
-    await listener.stop()
-    await purger.stop()
+    for task in side_loops:
+        await task.stop()
     await relay.stop()
 
 
