@@ -8,14 +8,18 @@
 -- transaction, so the relay is woken only once the rows are visible. ON CONFLICT makes a repeated key (a
 -- client retrying an idempotency key, or a repeated dedupe key) a no-op the caller sees as not inserted; the
 -- log of delivered rows does the same for keys already delivered, with inserted_again after it for a key
--- whose delivery committed while this statement ran.
+-- whose delivery committed while this statement ran. The rows take their seq in the order they were sent
+-- (ORDER BY the array position): the anti-joins may be planned as hash joins that hand them out in hash
+-- order, and the relay claims by seq.
 WITH inserted AS (
     INSERT INTO {schema}.{table} (kind, key, group_key, payload, dedupe_key)
-    SELECT r.* FROM unnest(CAST(%(kinds)s AS text[]), CAST(%(keys)s AS uuid[]), CAST(%(group_keys)s AS uuid[]),
-                           CAST(%(payloads)s AS jsonb[]), CAST(%(dedupe_keys)s AS text[]))
-        AS r(kind, key, group_key, payload, dedupe_key)
+    SELECT r.kind, r.key, r.group_key, r.payload, r.dedupe_key
+    FROM unnest(CAST(%(kinds)s AS text[]), CAST(%(keys)s AS uuid[]), CAST(%(group_keys)s AS uuid[]),
+                CAST(%(payloads)s AS jsonb[]), CAST(%(dedupe_keys)s AS text[])) WITH ORDINALITY
+        AS r(kind, key, group_key, payload, dedupe_key, position)
     WHERE NOT EXISTS (SELECT 1 FROM {schema}.{table}_delivered AS d WHERE d.key = r.key AND d.kind = r.kind)
       AND NOT EXISTS (SELECT 1 FROM {schema}.{table}_delivered AS d WHERE d.dedupe_key = r.dedupe_key)
+    ORDER BY r.position
     ON CONFLICT DO NOTHING
     RETURNING kind, key
 ), wake AS (

@@ -12,6 +12,7 @@ import pytest
 
 from outbox import admin
 from outbox.enqueue import OutboxWriter
+from outbox.queries import queries
 from outbox.relay import Relay
 from outbox.target import Target
 from tests.conftest import TEST_RELAY
@@ -41,6 +42,35 @@ async def test_parents_first_in_one_batch(db: aiopg.Pool, writer: OutboxWriter) 
     assert (outcome.claimed, outcome.delivered, outcome.retried) == (2, 2, 0)
     assert await fetch(db, "SELECT parent_id, note FROM toy.children") == [(parent, "hello")]
     assert set((await states(db)).values()) == {"delivered"}
+
+
+async def test_the_rows_of_one_statement_take_their_seq_in_the_order_sent(db: aiopg.Pool) -> None:
+    """The relay claims by seq: one request's rows, and a group commit's, are claimed in the order they came,
+    whatever plan the intake statement's anti-joins get. Pinned here to the plan that hands the rows out in
+    hash order (PostgreSQL 16 and later): a log of past deliveries far larger than the statement's rows, hash
+    joins only, so the planner hashes the rows and scans the log against them."""
+    await fetch(
+        db,
+        "INSERT INTO eco_outbox.events_delivered"
+        " (key, kind, group_key, seq, attempts, created_at, delivered_at)"
+        " SELECT gen_random_uuid(), 'old', gen_random_uuid(), n, 1, now(), now()"
+        " FROM generate_series(1, 200000) AS n",
+    )
+    await fetch(db, "ANALYZE eco_outbox.events_delivered")
+    keys = [str(uuid.uuid4()) for _ in range(200)]
+    params = {
+        "kinds": [CHILD] * len(keys),
+        "keys": keys,
+        "group_keys": keys,
+        "payloads": ["{}"] * len(keys),
+        "dedupe_keys": [None] * len(keys),
+    }
+    async with db.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SET enable_nestloop = off; SET enable_mergejoin = off")
+        await cur.execute(queries(TOY_NAMES)["insert_events"].sql, params)
+        await cur.execute("RESET enable_nestloop; RESET enable_mergejoin")
+    stored = [key for (key,) in await fetch(db, "SELECT key::text FROM eco_outbox.events ORDER BY seq")]
+    assert stored == keys
 
 
 async def test_a_child_waits_for_its_parent_and_is_released_when_it_lands(
