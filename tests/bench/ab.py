@@ -5,6 +5,9 @@ a process of its own on the tree's code; prints every run, then each side's medi
 A lever worth a few percent is inside a shared machine's noise: alternating rounds give both sides the same
 noise, and the service process's CPU seconds per 1,000 requests (utime + stime from /proc) moves less with
 the machine's load than req/s does. The stage's work is the bench's (`tests/bench/stages.py`).
+
+Both sides run this file, the driver's, on their own tree's imports: how a stage here starts the service
+(say, `e2e`) is the driver's for both, so a lever goes in the tree's code, never in this file.
 """
 
 from __future__ import annotations
