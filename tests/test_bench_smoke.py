@@ -97,3 +97,15 @@ async def test_the_ab_bench_runs_both_sides_and_prints_medians(server_dsn: str) 
     for line in lines:
         figures = json.loads(line.split(": ", 1)[1].split(" (load")[0])
         assert figures["delivered"] == 2000 and figures["rows_s"] > 0
+
+
+@pytest.mark.slow
+async def test_the_cpu_bench_counts_each_batch_sizes_cost(server_dsn: str) -> None:
+    """`python -m tests.bench.cpu batches`: one line per batch size, PostgreSQL's and the relay's CPU."""
+    lines = await run_bench(server_dsn, "tests.bench.cpu", "batches", "--sizes=1,20", "--rows=60")
+    assert lines[0].startswith("rows per batch | PostgreSQL")
+    rows = [[cell.strip() for cell in line.split("|")] for line in lines[1:]]
+    assert [row[0] for row in rows] == ["1", "20"]
+    for row in rows:
+        postgres_ms, python_ms = (float(cell.split()[0]) for cell in row[1:])
+        assert postgres_ms > 0 and python_ms > 0, row
