@@ -40,7 +40,6 @@ from service.store.outbox_names import OUTBOX_NAMES
 from service.target.delivery import ECO_TARGET
 from tests.bench import database, processes, stages
 from tests.bench.settings import BenchSettings
-from tests.bench.wrk import run_wrk
 from tests.helpers import scalar
 from tests.pg import drop_database
 from tests.service_process import ServiceProcess
@@ -140,13 +139,7 @@ async def intake_run(
             parts = {http: "HTTP process"} | ({relay: "relay process"} if relay is not None else {})
         before = {pid: cpu_s(pid) for pid in parts}
         backends_before, own_before, wrk_before = backends(dbname), own_processes_s(), children_s()
-        load = await run_wrk(
-            running.url,
-            parents,
-            threads=settings.wrk_threads,
-            connections=settings.connections,
-            duration_s=settings.intake_s,
-        )
+        load = await stages.intake_load(running.url, parents, settings)
         used: Counter[str] = Counter({parts[pid]: cpu_s(pid) - before[pid] for pid in parts})
         used["wrk"] = children_s() - wrk_before
         used["postgres: own processes"] = own_processes_s() - own_before

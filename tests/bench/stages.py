@@ -146,6 +146,17 @@ async def _delivered_interactions(pool: aiopg.Pool) -> int:
     return int(await scalar(pool, "SELECT count(*) FROM analytics.eco_interactions"))
 
 
+async def intake_load(url: str, parents: list[str], settings: BenchSettings) -> WrkRun:
+    """The intake stages' load: wrk with the settings' threads, connections and duration."""
+    return await run_wrk(
+        url,
+        parents,
+        threads=settings.wrk_threads,
+        connections=settings.connections,
+        duration_s=settings.intake_s,
+    )
+
+
 async def intake_side_by_side(
     pool: aiopg.Pool, dsn: str, log_dir: Path, settings: BenchSettings
 ) -> dict[str, Intake]:
@@ -163,13 +174,7 @@ async def intake_side_by_side(
             await database.reset(pool)
             parents = await database.insert_parents(pool, PARENTS)
             async with server() as running:
-                load = await run_wrk(
-                    running.url,
-                    parents,
-                    threads=settings.wrk_threads,
-                    connections=settings.connections,
-                    duration_s=settings.intake_s,
-                )
+                load = await intake_load(running.url, parents, settings)
                 delivered = None if name == "ceiling" else await _delivered(pool)
             results[name].runs.append(IntakeRun(load, delivered))
     return results
